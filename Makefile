@@ -1,0 +1,53 @@
+# verified-arithmetic: `make demo` and `make test` are all a user types on a fresh machine.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# The CPU wheel these machines hold; on a CUDA cluster e.g. TORCH_SPEC="torch==2.13.0 --index-url <your wheel index>"
+TORCH_SPEC ?= torch==2.13.0
+RUNS ?= runs
+SEEDS ?= 372001
+ARCHS ?= add_d6_l2_h3_t15K
+CLUSTER ?= auto
+PROFILE ?=
+MODEL ?=
+QUESTIONS ?= 1000000
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test bench sweep status verify lint clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q $(TORCH_SPEC)
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $@
+
+# Train a 2-digit addition model, verify it on all 10,000 questions, print accuracy per complexity class.
+demo: setup
+	$(BIN)/varith train add_d2_l1_h3_t3K_s123456 --out $(RUNS) --d-model 64 --d-head 16 --lr 3e-3 --no-resume
+	$(BIN)/varith verify $(RUNS)/add_d2_l1_h3_t3K_s123456/add_d2_l1_h3_t3K_s123456.pth --exhaustive
+
+test: setup
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+bench: setup
+	$(BIN)/python -m bench
+
+sweep: setup
+	$(BIN)/varith sweep --seeds $(SEEDS) --archs $(ARCHS) --cluster $(CLUSTER) --runs-dir $(RUNS) $(if $(PROFILE),--profile $(PROFILE),)
+
+status: setup
+	$(BIN)/varith status --runs-dir $(RUNS)
+
+verify: setup
+	@test -n "$(MODEL)" || { echo "make verify: set MODEL=path/to/<name>.pth" >&2; exit 2; }
+	$(BIN)/varith verify $(MODEL) --questions $(QUESTIONS)
+
+lint: setup
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf $(VENV) build *.egg-info

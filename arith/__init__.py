@@ -1,0 +1,1 @@
+"""The pure domain: vocabulary, questions, complexity classes, model names, the transformer, training, scoring."""

@@ -1,0 +1,32 @@
+"""Device choice and autocast: CUDA paths are first-class, CPU is the fallback."""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from arith.errors import InputError
+
+PRECISIONS = ("fp32", "bf16")
+
+
+def choose_device(name: str = "auto") -> torch.device:
+    """"auto" -> cuda:0 (the one GPU a worker/task sees) when CUDA is present, else cpu."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"device {name!r} requested but CUDA is not available on this machine")
+    try:
+        return torch.device(name)
+    except RuntimeError as exc:
+        raise InputError(f"unknown device {name!r}") from exc
+
+
+def autocast(device: torch.device, precision: str = "fp32"):
+    """bf16 autocast for matmuls on CUDA (or CPU when asked); fp32 is a no-op context."""
+    if precision not in PRECISIONS:
+        raise InputError(f"unknown precision {precision!r} (expected {' or '.join(PRECISIONS)})")
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)

@@ -1,0 +1,285 @@
+"""Model names (reference spec section 1.1): `[ins{1-4}_]<op>_d<D>_l<L>_h<H>_t<T>K[_gf]_s<SEED>`.
+
+Examples: `add_d5_l1_h3_t30K_s372001`, `ins1_mix_d6_l3_h4_t40K_s372001`, `add_d10_l2_h3_t40K_gf_s572091`.
+
+- `insN_` (N = 1..4): insertion mode (spec section 5.4); absent means 0 (a plain model).
+- op: `add` (all addition), `sub` (all subtraction), `mul` (all multiplication),
+  `mix` (66% subtraction batches, 80% when the model has an `insN_` prefix),
+  `mas` (50% multiplication, 30% subtraction, 20% addition).
+- `d`: digits per operand (1..20); `l`: layers; `h`: heads; `t<T>K`: T thousand training steps;
+  `_gf`: GrokFast; `_s`: the 6-digit training seed.
+
+Differences from the reference parser, on purpose:
+- Parsing is strict: the whole name must match the grammar (the reference searches for substrings
+  and silently keeps defaults for parts it does not find). A malformed name raises InputError with
+  one line naming the wrong part.
+- The reference formatter writes a `mas` model back as `mix` (it only knows add/sub/mul/mix);
+  ours keeps `mas`, so every name round-trips exactly.
+- Extension for tiny test models: a step count below 1000 is written without the `K`, e.g.
+  `add_d2_l1_h1_t300_s000001` means 300 steps. Counts of 1000 or more must be whole thousands
+  and are always written `t<T>K`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+
+from arith.errors import InputError
+
+OPS = ("add", "sub", "mix", "mul", "mas")
+MAX_DIGITS = 20
+MAX_INSERT_MODE = 4
+
+_GRAMMAR = re.compile(
+    r"(?:ins(?P<ins>[1-4])_)?"
+    r"(?P<op>add|sub|mix|mul|mas)"
+    r"_d(?P<d>[1-9]\d*)"
+    r"_l(?P<l>[1-9]\d*)"
+    r"_h(?P<h>[1-9]\d*)"
+    r"_t(?P<t>[1-9]\d*)(?P<k>K?)"
+    r"(?P<gf>_gf)?"
+    r"_s(?P<seed>\d{6})"
+)
+
+# (letter, what it holds, example) for the numeric parts, in grammar order
+_FIELDS = (
+    ("d", "digits", "_d6"),
+    ("l", "layers", "_l2"),
+    ("h", "heads", "_h3"),
+    ("t", "steps", "_t15K"),
+    ("s", "seed", "_s372001"),
+)
+
+
+@dataclass(frozen=True)
+class ModelName:
+    """One parsed model name. `str(name)` / `name.format()` give the canonical text back."""
+
+    insert_mode: int
+    op: str
+    n_digits: int
+    n_layers: int
+    n_heads: int
+    steps: int
+    grokfast: bool
+    seed: int
+
+    def __post_init__(self):
+        problem = _field_problem(self)
+        if problem:
+            raise InputError(f"model name: {problem}")
+
+    # --- training mix (percent of batches per operation, spec sections 1.1 and 3.1) ---
+    @property
+    def perc_mult(self) -> int:
+        return {"mul": 100, "mas": 50}.get(self.op, 0)
+
+    @property
+    def perc_sub(self) -> int:
+        if self.op == "mix":
+            return 80 if self.insert_mode > 0 else 66
+        return {"sub": 100, "mas": 30}.get(self.op, 0)
+
+    @property
+    def perc_add(self) -> int:
+        return max(0, 100 - self.perc_mult - self.perc_sub)
+
+    def format(self) -> str:
+        prefix = f"ins{self.insert_mode}_" if self.insert_mode else ""
+        steps = f"t{self.steps // 1000}K" if self.steps >= 1000 else f"t{self.steps}"
+        gf = "_gf" if self.grokfast else ""
+        shape = f"_d{self.n_digits}_l{self.n_layers}_h{self.n_heads}"
+        return f"{prefix}{self.op}{shape}_{steps}{gf}_s{self.seed:06d}"
+
+    def __str__(self) -> str:
+        return self.format()
+
+    def with_seed(self, seed: int) -> ModelName:
+        """The same configuration trained from another seed."""
+        return replace(self, seed=seed)
+
+    def with_steps(self, steps: int) -> ModelName:
+        return replace(self, steps=steps)
+
+
+def _field_problem(m: ModelName) -> str | None:
+    """What is wrong with a ModelName's values (None when nothing is)."""
+    if not isinstance(m.insert_mode, int) or not 0 <= m.insert_mode <= MAX_INSERT_MODE:
+        return f"insert mode must be 0..{MAX_INSERT_MODE}, got {m.insert_mode!r}"
+    if m.op not in OPS:
+        return f"unknown operation {m.op!r} (expected add, sub, mix, mul or mas)"
+    if not isinstance(m.n_digits, int) or not 1 <= m.n_digits <= MAX_DIGITS:
+        return f"digits must be 1..{MAX_DIGITS}, got {m.n_digits!r}"
+    if not isinstance(m.n_layers, int) or m.n_layers < 1:
+        return f"layers must be a positive whole number, got {m.n_layers!r}"
+    if not isinstance(m.n_heads, int) or m.n_heads < 1:
+        return f"heads must be a positive whole number, got {m.n_heads!r}"
+    if not isinstance(m.steps, int) or m.steps < 1:
+        return f"steps must be a positive whole number, got {m.steps!r}"
+    if m.steps >= 1000 and m.steps % 1000:
+        return f"steps must be below 1000 or a whole number of thousands, got {m.steps}"
+    if not isinstance(m.grokfast, bool):
+        return f"grokfast must be True or False, got {m.grokfast!r}"
+    if not isinstance(m.seed, int) or not 0 <= m.seed <= 999_999:
+        return f"seed must be 6 digits (0..999999), got {m.seed!r}"
+    return None
+
+
+def parse_name(text: str) -> ModelName:
+    """Parse a model name; a malformed one raises InputError saying which part is wrong."""
+    if not isinstance(text, str):
+        raise InputError(f"model name must be text, got {type(text).__name__}")
+    m = _GRAMMAR.fullmatch(text)
+    if m is None:
+        raise InputError(f"model name {text!r}: {_diagnose(text)}")
+    steps = int(m["t"])
+    if m["k"]:
+        steps *= 1000
+    elif steps >= 1000:
+        hint = f"write t{steps // 1000}K for whole thousands" if steps % 1000 == 0 else "_t300"
+        raise InputError(
+            f"model name {text!r}: steps without K must be below 1000 ({hint}); "
+            "larger counts are _t<thousands>K"
+        )
+    n_digits = int(m["d"])
+    if n_digits > MAX_DIGITS:
+        raise InputError(f"model name {text!r}: {_value_problem('d', m['d'])}")
+    return ModelName(
+        insert_mode=int(m["ins"] or 0),
+        op=m["op"],
+        n_digits=n_digits,
+        n_layers=int(m["l"]),
+        n_heads=int(m["h"]),
+        steps=steps,
+        grokfast=m["gf"] is not None,
+        seed=int(m["seed"]),
+    )
+
+
+def _diagnose(text: str) -> str:
+    """Name the first part of a name that does not fit the grammar (called when the full match failed)."""
+    if not text:
+        return "empty name"
+    if text != text.strip() or any(c.isspace() for c in text):
+        return "contains white space"
+    parts = text.split("_")
+    if "" in parts:
+        return "empty part (doubled, leading or trailing '_')"
+    i = 0
+    if parts[0].startswith("ins"):
+        if not re.fullmatch(r"ins[1-4]", parts[0]):
+            return f"insert prefix {parts[0]!r} must be ins1, ins2, ins3 or ins4"
+        i = 1
+    if i >= len(parts):
+        return "missing operation (add, sub, mix, mul or mas)"
+    if parts[i] not in OPS:
+        return f"unknown operation {parts[i]!r} (expected add, sub, mix, mul or mas)"
+    i += 1
+    letters = [f[0] for f in _FIELDS]
+    for j, (letter, what, example) in enumerate(_FIELDS):
+        if letter == "s" and i < len(parts) and parts[i] == "gf":
+            i += 1  # `_gf` belongs just before the seed
+        if i >= len(parts):
+            return f"missing _{letter}<{what}> (e.g. {example})"
+        part = parts[i]
+        if part == "gf":
+            return f"'_gf' must come just before the seed (..._t15K_gf_s372001), not before _{letter}"
+        if part[0] != letter:
+            later = [f for f in letters[j + 1 :] if part[0] == f and part[1:2].isdigit()]
+            if later:
+                return f"missing _{letter}<{what}> (e.g. {example})"
+            return f"unexpected part {part!r} where _{letter}<{what}> belongs (e.g. {example})"
+        problem = _value_problem(letter, part[1:])
+        if problem:
+            return problem
+        i += 1
+    if i < len(parts):
+        rest = "_".join(parts[i:])
+        if rest == "gf":
+            return "'_gf' must come before the seed (..._t15K_gf_s372001)"
+        return f"unexpected trailing part {rest!r} after the seed"
+    return (
+        "does not match [insN_]<op>_d<D>_l<L>_h<H>_t<T>K[_gf]_s<SEED>"  # not reached for names split as above
+    )
+
+
+def _value_problem(letter: str, value: str) -> str | None:
+    if letter == "s":
+        if not re.fullmatch(r"\d{6}", value):
+            return "seed must be 6 digits (_s123456)"
+        return None
+    if letter == "t":
+        if not re.fullmatch(r"[1-9]\d*K?", value):
+            return "steps must be _t<thousands>K (e.g. _t15K), or _t<steps> below 1000 (_t300)"
+        return None
+    what, example = {"d": ("digits", "_d6"), "l": ("layers", "_l2"), "h": ("heads", "_h3")}[letter]
+    if letter == "d" and not (re.fullmatch(r"[1-9]\d*", value) and int(value) <= MAX_DIGITS):
+        return f"digits must be a whole number from 1 to {MAX_DIGITS} ({example}), got {value!r}"
+    if not re.fullmatch(r"[1-9]\d*", value):
+        return f"{what} must be a positive whole number without leading zeros ({example}), got {value!r}"
+    return None
+
+
+def parse_pair(text: str) -> tuple[ModelName, ModelName | None]:
+    """`"main_name,insert_name"` (the training notebook's form) -> (main, insert).
+
+    A lone name gives (main, None). The insert model's weights are copied into the main model (spec
+    section 5.4), so it must have the same number of digits and fit into the main model's layers and
+    heads, and the main model must have an `insN_` prefix.
+    """
+    if not isinstance(text, str):
+        raise InputError(f"model names must be text, got {type(text).__name__}")
+    pieces = [p.strip() for p in text.split(",")]
+    if len(pieces) > 2:
+        raise InputError(f"model names {text!r}: expected 'main' or 'main,insert', got {len(pieces)} names")
+    main = parse_name(pieces[0])
+    if len(pieces) == 1:
+        return main, None
+    if not pieces[1]:
+        raise InputError(f"model names {text!r}: the insert model name after ',' is empty")
+    insert = parse_name(pieces[1])
+    where = f"model names {text!r}"
+    if main.insert_mode == 0:
+        raise InputError(f"{where}: an insert model is given but {main} has no insN_ prefix")
+    if insert.insert_mode != 0:
+        raise InputError(f"{where}: the insert model {insert} must be a plain model (no insN_ prefix)")
+    if insert.n_digits != main.n_digits:
+        raise InputError(f"{where}: insert model has {insert.n_digits} digits, main model {main.n_digits}")
+    if insert.n_layers > main.n_layers or insert.n_heads > main.n_heads:
+        raise InputError(
+            f"{where}: insert model (l{insert.n_layers}, h{insert.n_heads}) does not fit into the main model "
+            f"(l{main.n_layers}, h{main.n_heads})"
+        )
+    return main, insert
+
+
+def format_pair(main: ModelName, insert: ModelName | None) -> str:
+    return main.format() if insert is None else f"{main.format()},{insert.format()}"
+
+
+# The 13 names listed in the reference's hugging_models.md (spec section 1.2).
+PUBLISHED = (
+    "add_d5_l1_h3_t30K_s372001",
+    "add_d5_l2_h3_t15K_s372001",
+    "add_d6_l2_h3_t15K_s372001",
+    "add_d6_l2_h3_t20K_s173289",
+    "add_d6_l2_h3_t20K_s572091",
+    "sub_d6_l2_h3_t30K_s372001",
+    "mix_d6_l3_h4_t40K_s372001",
+    "ins1_mix_d6_l3_h4_t40K_s372001",
+    "ins1_mix_d6_l3_h4_t40K_s173289",
+    "ins1_mix_d6_l3_h3_t40K_s572091",
+    "ins1_mix_d6_l3_h4_t50K_s572091",
+    "ins2_mix_d6_l4_h4_t40K_s372001",
+    "ins3_mix_d6_l4_h3_t40K_s372001",
+)
+
+# The addition model whose weights each published ins* model was initialised with.
+# The spec states it only for ins1_mix_d6_l3_h4_t40K_s372001 (VT README: add_d6_l2_h3_t15K_s372001).
+# For the others the reference text says only "initialised with (6-digit) addition model"; the
+# reference parser's insert defaults (2 layers, 3 heads, 15000 steps, seed 372001) describe that same
+# model, so it is used for all of them. The seed-matched add_d6_l2_h3_t20K_s173289 / _s572091 models
+# are published too, but nothing in the spec says they were the ones inserted.
+DEFAULT_INSERT = "add_d6_l2_h3_t15K_s372001"
+INSERT_OF = {name: DEFAULT_INSERT for name in PUBLISHED if name.startswith("ins")}

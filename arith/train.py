@@ -1,0 +1,388 @@
+"""Training (upstream_spec 5): a fresh batch per step, AdamW, 20% linear warm-up from 1% then cosine to 0,
+loss on the n+2 answer tokens only. Runs through accelerate: one process on CPU/GPU, or DDP when started with
+torch.distributed environment variables (gloo on CPU, nccl on GPU).
+
+Determinism: the model init derives from (seed, "init") and the global batch of step k from (seed, "train", k),
+so a resumed run, or a DDP run of any world size (each rank takes its slice of the same global batch), sees
+exactly the data of an uninterrupted single-process run. Checkpoints are accelerate `save_state` folders
+`checkpoints/step_XXXXXXXX` written under a temporary name and renamed, so the newest one is always complete.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from arith.errors import InputError
+from arith.files import atomic_write_json
+from arith.insert import InsertSpec, first_copy, periodic_copy, useful_heads_from_behavior
+from arith.model import ModelShape, Transformer
+from arith.names import ModelName, parse_name
+from arith.questions import ENRICH_RULES, OpMix, rng_for, training_batch
+from arith.scoring import answer_nll
+from arith.vocab import Layout, encode
+from arith.weights import check_state_dict, read_state_dict, save_weights
+
+GROKFAST_ALPHA = 0.98
+GROKFAST_LAMB = 2.0
+ANALYSIS_SEED = 673023
+KEEP_CHECKPOINTS = 2
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    name: str
+    d_model: int = 510
+    d_head: int = 170
+    d_mlp_multiplier: int = 4
+    batch_size: int = 64
+    lr: float = 8e-5
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.98
+    enrich: str = "current"
+    insert_weights: str | None = None
+    fixes: bool = False
+    precision: str = "fp32"
+    checkpoint_every: int = 1000
+    log_every: int = 100
+
+    def __post_init__(self):
+        mn = self.model_name  # validates the name
+        if self.enrich not in ENRICH_RULES:
+            raise InputError(f"unknown enrichment rule {self.enrich!r} (expected one of {', '.join(ENRICH_RULES)})")
+        if self.batch_size < 1 or self.lr <= 0 or self.checkpoint_every < 1 or self.log_every < 1:
+            raise InputError("batch size, lr, checkpoint and log intervals must be positive")
+        if self.d_model < 1 or self.d_head < 1 or self.d_mlp_multiplier < 1:
+            raise InputError("d_model, d_head and d_mlp_multiplier must be positive")
+        if self.precision not in ("fp32", "bf16"):
+            raise InputError(f"unknown precision {self.precision!r} (expected fp32 or bf16)")
+        if mn.insert_mode and not self.insert_weights:
+            raise InputError(f"{self.name}: an ins{mn.insert_mode} model needs the addition model's weights (--insert)")
+
+    @property
+    def model_name(self) -> ModelName:
+        return parse_name(self.name)
+
+    @property
+    def shape(self) -> ModelShape:
+        mn = self.model_name
+        return ModelShape(
+            n_layers=mn.n_layers,
+            n_heads=mn.n_heads,
+            n_ctx=Layout(mn.n_digits).n_ctx,
+            d_model=self.d_model,
+            d_head=self.d_head,
+            d_mlp=self.d_mlp_multiplier * self.d_model,
+        )
+
+    @property
+    def op_mix(self) -> OpMix:
+        mn = self.model_name
+        return OpMix(add=mn.perc_add, sub=mn.perc_sub, mul=mn.perc_mult)
+
+
+@dataclass
+class TrainResult:
+    name: str
+    weights: Path
+    train_json: Path
+    steps_done: int
+    complete: bool
+    final_loss: float | None
+
+
+class _Progress:
+    """Step counter and loss curve, saved inside accelerate checkpoints (register_for_checkpointing)."""
+
+    def __init__(self, steps: int):
+        self.step = 0
+        self.losses = np.zeros(steps, dtype=np.float64)
+
+    def state_dict(self):
+        return {"step": self.step, "losses": torch.from_numpy(self.losses[: self.step].copy())}
+
+    def load_state_dict(self, sd):
+        self.step = int(sd["step"])
+        self.losses[: self.step] = sd["losses"].numpy()
+
+
+class _GrokFast:
+    """Reference: the EMA state is dropped every step, so gradients are simply scaled by (1+lamb).
+    With fixes: a real EMA filter g += lamb * ema(g), its state checkpointed."""
+
+    def __init__(self, params, fixes: bool):
+        self.params = [p for p in params if p.requires_grad]
+        self.fixes = fixes
+        self.ema = [torch.zeros_like(p) for p in self.params] if fixes else []
+
+    @torch.no_grad()
+    def apply(self):
+        if not self.fixes:
+            for p in self.params:
+                p.grad.mul_(1.0 + GROKFAST_LAMB)
+            return
+        for p, e in zip(self.params, self.ema, strict=True):
+            e.mul_(GROKFAST_ALPHA).add_(p.grad, alpha=1 - GROKFAST_ALPHA)
+            p.grad.add_(e, alpha=GROKFAST_LAMB)
+
+    def state_dict(self):
+        return {"ema": [e.cpu() for e in self.ema]}
+
+    def load_state_dict(self, sd):
+        for e, s in zip(self.ema, sd["ema"], strict=True):
+            e.copy_(s)
+
+
+def init_seed(seed: int) -> int:
+    return int(rng_for(seed, "init").integers(0, 2**62))
+
+
+def _scheduler(optimizer, steps: int):
+    from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, SequentialLR
+
+    warmup = steps // 5
+    cosine = CosineAnnealingLR(optimizer, T_max=max(1, math.ceil(steps - warmup)))
+    if warmup == 0:
+        return cosine
+    linear = LinearLR(optimizer, start_factor=0.01, end_factor=1.0, total_iters=warmup)
+    return SequentialLR(optimizer, [linear, cosine], milestones=[warmup])
+
+
+def _make_accelerator(precision: str):
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, GradientState
+
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if not distributed:  # a fresh single-process state per run (tests, debug executor, notebooks)
+        AcceleratorState._reset_state(reset_partial_state=True)
+        GradientState._reset_state()
+    return Accelerator(cpu=not torch.cuda.is_available(), mixed_precision="bf16" if precision == "bf16" else "no")
+
+
+def newest_checkpoint(run_dir: str | Path) -> Path | None:
+    ckpts = sorted(Path(run_dir, "checkpoints").glob("step_*"))
+    return ckpts[-1] if ckpts else None
+
+
+def config_record(cfg: TrainConfig, losses: np.ndarray | None = None) -> dict:
+    """The `Config` object of `<name>_train.json` (current format, upstream_spec 5.3)."""
+    mn = cfg.model_name
+    ins = parse_name(Path(cfg.insert_weights).stem) if cfg.insert_weights and mn.insert_mode else None
+    rec = {
+        "model_name": cfg.name,
+        "n_layers": mn.n_layers,
+        "n_heads": mn.n_heads,
+        "d_vocab": 15,
+        "d_model": cfg.d_model,
+        "d_mlp_multiplier": cfg.d_mlp_multiplier,
+        "d_head": cfg.d_head,
+        "act_fn": "relu",
+        "grokfast": mn.grokfast,
+        "grokfast_alpha": GROKFAST_ALPHA,
+        "grokfast_lamb": GROKFAST_LAMB,
+        "batch_size": cfg.batch_size,
+        "n_training_steps": mn.steps,
+        "weight_decay": cfg.weight_decay,
+        "lr": cfg.lr,
+        "insert_mode": mn.insert_mode,
+        "insert_late": False,
+        "insert_n_layers": ins.n_layers if ins else 2,
+        "insert_n_heads": ins.n_heads if ins else 3,
+        "insert_training_seed": ins.seed if ins else 372001,
+        "insert_n_training_steps": ins.steps if ins else 15000,
+        "training_seed": mn.seed,
+        "avg_final_loss": 0.0,
+        "final_loss": 0.0,
+        "analysis_seed": ANALYSIS_SEED,
+        "perc_mult": mn.perc_mult,
+        "perc_sub": mn.perc_sub,
+        "perc_add": mn.perc_add,
+        "n_digits": mn.n_digits,
+        "mlp_slices": 1,
+        "op_position_name": f"P{mn.n_digits}",
+        # ours, beyond the reference format
+        "enrich": cfg.enrich,
+        "fixes": cfg.fixes,
+        "precision": cfg.precision,
+        "n_ctx": Layout(mn.n_digits).n_ctx,
+    }
+    if losses is not None and len(losses):
+        rec["avg_final_loss"] = round(float(np.mean(losses[-5:])), 9)
+        rec["final_loss"] = float(losses[-1])
+    return rec
+
+
+def _insert_spec(cfg: TrainConfig, main_shape: ModelShape) -> tuple[InsertSpec, dict[str, torch.Tensor]]:
+    mn = cfg.model_name
+    path = Path(cfg.insert_weights)
+    ins_name = parse_name(path.name[:-4] if path.name.endswith(".pth") else path.stem)
+    ins_shape = ModelShape(
+        n_layers=ins_name.n_layers,
+        n_heads=ins_name.n_heads,
+        n_ctx=main_shape.n_ctx,
+        d_model=main_shape.d_model,
+        d_head=main_shape.d_head,
+        d_mlp=main_shape.d_mlp,
+    )
+    if ins_name.n_digits != mn.n_digits:
+        raise InputError(f"insert model {path.name} has {ins_name.n_digits} digits, {cfg.name} has {mn.n_digits}")
+    if ins_name.n_layers > mn.n_layers or ins_name.n_heads > mn.n_heads:
+        raise InputError(f"insert model {path.name} is larger than {cfg.name}")
+    sd = read_state_dict(path)
+    check_state_dict(sd, ins_shape, str(path))
+    useful: tuple[tuple[int, int], ...] = ()
+    if mn.insert_mode == 2 or (mn.insert_mode in (3, 4) and cfg.fixes):
+        behavior = path.with_name(path.name[:-4] + "_behavior.json")
+        if not behavior.is_file():
+            raise InputError(f"ins{mn.insert_mode} needs the insert model's useful nodes: {behavior} is missing")
+        useful = useful_heads_from_behavior(behavior)
+    spec = InsertSpec(mn.insert_mode, ins_name.n_layers, ins_name.n_heads, cfg.fixes, useful)
+    return spec, sd
+
+
+def train(
+    cfg: TrainConfig,
+    out_dir: str | Path,
+    resume: bool = True,
+    progress: bool = True,
+    stop_after: int | None = None,
+) -> TrainResult:
+    """Train `cfg.name` into `out_dir` (the run directory). Returns when done, or after `stop_after` total steps."""
+    out_dir = Path(out_dir)
+    mn = cfg.model_name
+    steps = mn.steps
+    shape = cfg.shape
+    layout = Layout(mn.n_digits)
+    mix = cfg.op_mix
+
+    accelerator = _make_accelerator(cfg.precision)
+    world, rank = accelerator.num_processes, accelerator.process_index
+    if cfg.batch_size % world:
+        raise InputError(f"batch size {cfg.batch_size} does not split evenly across {world} processes")
+    local = cfg.batch_size // world
+    rows = slice(rank * local, (rank + 1) * local)
+
+    model = Transformer(shape)
+    model.reset_parameters(torch.Generator().manual_seed(init_seed(mn.seed)))
+    spec = ins_sd = None
+    if mn.insert_mode:
+        spec, ins_sd = _insert_spec(cfg, shape)
+        first_copy(dict(model.named_parameters()), ins_sd, spec)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(cfg.beta1, cfg.beta2)
+    )
+    scheduler = _scheduler(optimizer, steps)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    state = _Progress(steps)
+    grokfast = _GrokFast(model.parameters(), cfg.fixes) if mn.grokfast else None
+    accelerator.register_for_checkpointing(scheduler, state)
+    if grokfast is not None and grokfast.fixes:
+        accelerator.register_for_checkpointing(grokfast)
+    if ins_sd is not None:
+        ins_sd = {k: v.to(accelerator.device) for k, v in ins_sd.items()}
+    live = dict(accelerator.unwrap_model(model).named_parameters())
+
+    if resume and (ckpt := newest_checkpoint(out_dir)) is not None:
+        accelerator.load_state(str(ckpt))
+    elif not resume and accelerator.is_main_process and (out_dir / "checkpoints").exists():
+        shutil.rmtree(out_dir / "checkpoints")
+    accelerator.wait_for_everyone()
+
+    from tqdm import tqdm
+
+    bar = tqdm(
+        total=steps,
+        initial=state.step,
+        desc=cfg.name,
+        disable=not (progress and accelerator.is_main_process),
+        dynamic_ncols=True,
+    )
+    end = steps if stop_after is None else min(steps, stop_after)
+    ans = slice(layout.answer_start, layout.n_ctx)
+    model.train()
+    losses_dev = torch.zeros(steps, dtype=torch.float64, device=accelerator.device)
+    synced_to = state.step
+    t_last = time.monotonic()
+
+    def sync_losses():
+        nonlocal synced_to
+        if state.step > synced_to:
+            state.losses[synced_to : state.step] = losses_dev[synced_to : state.step].cpu().numpy()
+            synced_to = state.step
+
+    while state.step < end:
+        step = state.step
+        x, y, op = training_batch(mn.seed, step, mn.n_digits, mix, cfg.batch_size, cfg.enrich)
+        tokens = torch.from_numpy(encode(x[rows], y[rows], op[rows])).to(accelerator.device, non_blocking=True)
+        logits = model(tokens, logit_positions=layout.predict_slice)
+        loss = answer_nll(logits, tokens[:, ans]).mean()
+        accelerator.backward(loss)
+        if grokfast is not None:
+            grokfast.apply()
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        if spec is not None and spec.recopy_due(step):
+            periodic_copy(live, ins_sd, spec, shape.n_heads)
+        losses_dev[step] = accelerator.reduce(loss.detach(), reduction="mean") if world > 1 else loss.detach()
+        state.step = step + 1
+        done = state.step
+        if done % cfg.log_every == 0 or done == end:
+            sync_losses()
+            if accelerator.is_main_process:
+                bar.update(done - bar.n)
+                bar.set_postfix(loss=f"{state.losses[done - 1]:.3g}")
+                rate = cfg.log_every / max(1e-9, time.monotonic() - t_last)
+                t_last = time.monotonic()
+                atomic_write_json(
+                    out_dir / "progress.json",
+                    {"name": cfg.name, "step": done, "steps": steps, "loss": state.losses[done - 1], "steps_per_s": rate},
+                )
+        if done % cfg.checkpoint_every == 0 or (done == end and done < steps):
+            sync_losses()
+            _save_checkpoint(accelerator, out_dir, done)
+    bar.close()
+    sync_losses()
+
+    weights = out_dir / f"{cfg.name}.pth"
+    train_json = out_dir / f"{cfg.name}_train.json"
+    complete = state.step >= steps
+    if complete and accelerator.is_main_process:
+        unwrapped = accelerator.unwrap_model(model)
+        save_weights(unwrapped, weights)
+        atomic_write_json(
+            train_json, {"Config": config_record(cfg, state.losses), "TrainingLoss": state.losses.tolist()}
+        )
+    accelerator.wait_for_everyone()
+    final = float(state.losses[state.step - 1]) if state.step else None
+    return TrainResult(cfg.name, weights, train_json, state.step, complete, final)
+
+
+def _save_checkpoint(accelerator, out_dir: Path, step: int) -> None:
+    ckdir = out_dir / "checkpoints"
+    final = ckdir / f"step_{step:08d}"
+    tmp = ckdir / f".tmp_step_{step:08d}"
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+        ckdir.mkdir(parents=True, exist_ok=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        for old in sorted(ckdir.glob("step_*"))[:-KEEP_CHECKPOINTS]:
+            shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+
+
+def config_dict(cfg: TrainConfig) -> dict:
+    return asdict(cfg)

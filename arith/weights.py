@@ -1,0 +1,124 @@
+"""Loading and saving weights (`<name>.pth`, a plain TransformerLens state dict) and `<name>_train.json`."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import torch
+
+from arith.errors import InputError
+from arith.files import atomic_write_bytes
+from arith.model import ModelShape, Transformer
+from arith.vocab import Layout
+
+PUBLISHED_D_MODEL = 510
+PUBLISHED_D_HEAD = 170
+PUBLISHED_MLP_MULT = 4
+
+
+def save_weights(model: Transformer, path: str | Path) -> None:
+    """`torch.save(state_dict)` with CPU tensors, written atomically."""
+    buf = io.BytesIO()
+    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"weights {path}: no such file")
+    try:
+        sd = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # corrupt zip, truncated file, pickle with disallowed globals, ...
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"weights {path}: not a readable torch state dict ({reason[:160]})") from None
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise InputError(f"weights {path}: expected a state dict of tensors, got {type(sd).__name__}")
+    return sd
+
+
+def check_state_dict(sd: dict[str, torch.Tensor], shape: ModelShape, source: str) -> None:
+    """One clear error naming the first mismatch between a state dict and the expected shape."""
+    expected = shape.expected_state_shapes()
+    missing = [k for k in expected if k not in sd]
+    extra = [k for k in sd if k not in expected]
+    if missing:
+        raise InputError(f"weights {source}: missing key {missing[0]} ({len(missing)} missing) for {describe(shape)}")
+    if extra:
+        raise InputError(f"weights {source}: unexpected key {extra[0]} ({len(extra)} extra) for {describe(shape)}")
+    for key, want in expected.items():
+        got = tuple(sd[key].shape)
+        if got != want:
+            raise InputError(f"weights {source}: {key} has shape {list(got)}, expected {list(want)} for {describe(shape)}")
+
+
+def describe(shape: ModelShape) -> str:
+    return (
+        f"l{shape.n_layers} h{shape.n_heads} d_model {shape.d_model} d_head {shape.d_head} "
+        f"d_mlp {shape.d_mlp} n_ctx {shape.n_ctx}"
+    )
+
+
+def load_model(path: str | Path, shape: ModelShape, device: torch.device | str = "cpu") -> Transformer:
+    sd = read_state_dict(path)
+    check_state_dict(sd, shape, str(path))
+    model = Transformer(shape)
+    model.load_state_dict(sd, strict=True)
+    return model.to(device).eval()
+
+
+def shape_from_config(config: dict) -> ModelShape:
+    """ModelShape from a train.json `Config` (current or historic format)."""
+    try:
+        d_model = int(config.get("d_model", PUBLISHED_D_MODEL))
+        d_mlp = int(config["d_mlp"]) if "d_mlp" in config else int(config.get("d_mlp_multiplier", 4)) * d_model
+        return ModelShape(
+            n_layers=int(config["n_layers"]),
+            n_heads=int(config["n_heads"]),
+            n_ctx=int(config.get("n_ctx", Layout(int(config["n_digits"])).n_ctx)),
+            d_model=d_model,
+            d_head=int(config.get("d_head", PUBLISHED_D_HEAD)),
+            d_mlp=d_mlp,
+            act_fn=str(config.get("act_fn", "relu")),
+        )
+    except KeyError as exc:
+        raise InputError(f"train json Config lacks {exc.args[0]!r}") from None
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"train json Config has a bad value: {exc}") from None
+
+
+def read_train_json(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(f"train json {path}: unreadable ({exc})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("Config"), dict):
+        raise InputError(f"train json {path}: expected an object with a 'Config' object")
+    return data
+
+
+def model_info(weights: str | Path) -> tuple[ModelShape, int, dict]:
+    """(shape, n_digits, config) for a weights file: from `<name>_train.json` beside it, else from the name."""
+    weights = Path(weights)
+    name = weights.name[: -len(".pth")] if weights.name.endswith(".pth") else weights.stem
+    train_json = weights.with_name(f"{name}_train.json")
+    if train_json.is_file():
+        config = read_train_json(train_json)["Config"]
+        if "n_digits" not in config:
+            raise InputError(f"train json {train_json}: Config lacks 'n_digits'")
+        return shape_from_config(config), int(config["n_digits"]), config
+    from arith.names import parse_name
+
+    mn = parse_name(name)
+    shape = ModelShape(
+        n_layers=mn.n_layers,
+        n_heads=mn.n_heads,
+        n_ctx=Layout(mn.n_digits).n_ctx,
+        d_model=PUBLISHED_D_MODEL,
+        d_head=PUBLISHED_D_HEAD,
+        d_mlp=PUBLISHED_MLP_MULT * PUBLISHED_D_MODEL,
+    )
+    return shape, mn.n_digits, {"model_name": name, "n_digits": mn.n_digits}

@@ -1,0 +1,354 @@
+"""Per-run state markers and artifact manifests under `runs/<name>/`.
+
+- `runs/<name>/state.json`: where a run stands: `submitted`, `running`, `done` or `failed`, plus the job id, the
+  cluster, the log paths, the attempt count, timestamps and the last error. Several processes write it (the sweep
+  driver, the job itself, a requeue hook), so every change is a read-modify-write under an `flock` on
+  `runs/<name>/.state.lock`, and the file itself is replaced atomically (readers never see half a file).
+- `runs/<name>/manifest.json`: sha256 and size of every artifact, code and package versions, seed and command line.
+  `artifacts_ok(run_dir)` says whether the training artifacts are listed there and still match byte for byte.
+- `runs/<name>/progress.json` is written by `arith.train` (step, steps, loss); `read_progress` reads it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import platform
+import socket
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from arith.files import atomic_write_json, sha256_file
+
+STATES = ("submitted", "running", "done", "failed")
+MARKER = "state.json"
+MANIFEST = "manifest.json"
+PROGRESS = "progress.json"
+_LOCK = ".state.lock"
+_MAX_EVENTS = 50
+
+
+@dataclass(frozen=True)
+class Marker:
+    name: str
+    state: str
+    attempts: int = 0
+    job_id: str | None = None
+    cluster: str | None = None
+    stdout: str | None = None
+    stderr: str | None = None
+    host: str | None = None
+    pid: int | None = None
+    driver_host: str | None = None
+    driver_pid: int | None = None
+    error: str | None = None
+    submitted_at: float | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    updated_at: float | None = None
+    steps_done: int | None = None
+    final_loss: float | None = None
+    events: tuple[tuple[float, str, str | None], ...] = field(default=())
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Marker:
+        known = {f.name for f in fields(cls)}
+        kw = {k: v for k, v in d.items() if k in known}
+        kw["events"] = tuple(tuple(e) for e in kw.get("events", ()))
+        return cls(**kw)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["events"] = [list(e) for e in self.events]
+        return d
+
+
+def weights_path(run_dir: str | Path) -> Path:
+    run_dir = Path(run_dir)
+    return run_dir / f"{run_dir.name}.pth"
+
+
+def train_json_path(run_dir: str | Path) -> Path:
+    run_dir = Path(run_dir)
+    return run_dir / f"{run_dir.name}_train.json"
+
+
+@contextlib.contextmanager
+def _locked(run_dir: Path, timeout: float | None = None) -> Iterator[None]:
+    """Exclusive flock on the run's lock file; TimeoutError after `timeout` seconds (None: wait as long as needed)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / _LOCK, "a+") as lock:
+        if timeout is None:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        else:
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"{run_dir / _LOCK} stayed locked for {timeout}s") from None
+                    time.sleep(0.05)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def read_marker(run_dir: str | Path) -> Marker | None:
+    """The run's marker, or None when it has none (or it is unreadable)."""
+    data = _read_json(Path(run_dir) / MARKER)
+    if data is None or data.get("state") not in STATES:
+        return None
+    try:
+        return Marker.from_dict(data)
+    except TypeError:
+        return None
+
+
+def update_marker(
+    run_dir: str | Path,
+    *,
+    state: str | None = None,
+    bump_attempt: bool = False,
+    only_if_state: Iterable[str] | None = None,
+    lock_timeout: float | None = None,
+    **changes,
+) -> Marker | None:
+    """Change the marker under the run's lock. `only_if_state`: change nothing unless the current state is one of
+    these (returns None then). A state change is appended to the marker's event history."""
+    run_dir = Path(run_dir)
+    if state is not None and state not in STATES:
+        raise ValueError(f"unknown run state {state!r}")
+    with _locked(run_dir, lock_timeout):
+        old = read_marker(run_dir)
+        if only_if_state is not None and (old is None or old.state not in set(only_if_state)):
+            return None
+        d = old.to_dict() if old else {"name": run_dir.name, "state": state or "submitted"}
+        now = time.time()
+        d.update(changes)
+        if bump_attempt:
+            d["attempts"] = int(d.get("attempts") or 0) + 1
+        if state is not None:
+            d["state"] = state
+            events = list(d.get("events") or [])
+            events.append([now, state, d.get("job_id")])
+            d["events"] = events[-_MAX_EVENTS:]
+        d["updated_at"] = now
+        new = Marker.from_dict(d)
+        atomic_write_json(run_dir / MARKER, new.to_dict(), indent=1)
+        return new
+
+
+def mark_submitted(run_dir: str | Path, cluster: str) -> Marker:
+    """Before a submission: a new attempt, no job id yet (the job may start before submit() returns). The sweep
+    driver's host and pid are kept: a local run queued by a driver that died shows as failed, not pending."""
+    return update_marker(
+        run_dir,
+        state="submitted",
+        bump_attempt=True,
+        cluster=cluster,
+        job_id=None,
+        stdout=None,
+        stderr=None,
+        error=None,
+        host=None,
+        pid=None,
+        submitted_at=time.time(),
+        started_at=None,
+        finished_at=None,
+        driver_host=socket.gethostname(),
+        driver_pid=os.getpid(),
+    )
+
+
+def set_job(
+    run_dir: str | Path,
+    job_id: str,
+    stdout: str | None,
+    stderr: str | None,
+    submitted_at: float | None = None,
+) -> Marker | None:
+    """After a submission: the job id, log paths and submission time (the job may have started, even finished,
+    already and written its own state: that state is kept). Nothing changes when the marker belongs to another job."""
+    run_dir = Path(run_dir)
+    with _locked(run_dir):
+        old = read_marker(run_dir)
+        if old is None or old.job_id not in (None, job_id):
+            return None
+        d = old.to_dict()
+        d.update(job_id=job_id, stdout=stdout, stderr=stderr, updated_at=time.time())
+        if submitted_at is not None:
+            d["submitted_at"] = submitted_at
+        new = Marker.from_dict(d)
+        atomic_write_json(run_dir / MARKER, new.to_dict(), indent=1)
+        return new
+
+
+def mark_running(
+    run_dir: str | Path, job_id: str | None, cluster: str | None, stdout: str | None, stderr: str | None
+) -> Marker:
+    changes = dict(host=socket.gethostname(), pid=os.getpid(), started_at=time.time(), error=None)
+    if job_id is not None:
+        changes.update(job_id=job_id, stdout=stdout, stderr=stderr)
+    if cluster is not None:
+        changes["cluster"] = cluster
+    return update_marker(run_dir, state="running", **changes)
+
+
+def mark_requeued(run_dir: str | Path) -> Marker | None:
+    """Preempted or timed out: the job goes back to the queue with the same id and resumes from its checkpoint."""
+    return update_marker(run_dir, state="submitted", only_if_state=("running", "submitted"), pid=None)
+
+
+def mark_done(run_dir: str | Path, steps_done: int, final_loss: float | None) -> Marker:
+    return update_marker(
+        run_dir,
+        state="done",
+        finished_at=time.time(),
+        steps_done=steps_done,
+        final_loss=final_loss,
+        error=None,
+    )
+
+
+def mark_failed(run_dir: str | Path, error: str) -> Marker:
+    return update_marker(run_dir, state="failed", finished_at=time.time(), error=error[:2000])
+
+
+def clear_run(run_dir: str | Path) -> None:
+    """Forget a run's training outputs (for --force): checkpoints, weights, train json, progress and manifest.
+    The marker is kept (its attempt count and history continue)."""
+    import shutil
+
+    run_dir = Path(run_dir)
+    shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+    for p in (weights_path(run_dir), train_json_path(run_dir), run_dir / PROGRESS, run_dir / MANIFEST):
+        p.unlink(missing_ok=True)
+
+
+# ------------------------------------------------------------------------------------------------ manifest
+
+
+def _code_version() -> dict:
+    """Package version and, without running git, the commit the checkout's HEAD points at."""
+    info: dict = {}
+    try:
+        from importlib.metadata import version
+
+        info["package"] = version("verified-arithmetic")
+    except Exception:  # not installed
+        info["package"] = None
+    root = Path(__file__).resolve().parent.parent
+    head = root / ".git" / "HEAD"
+    try:
+        ref = head.read_text().strip()
+        if ref.startswith("ref:"):
+            ref_path = root / ".git" / ref.split(None, 1)[1]
+            info["git_commit"] = ref_path.read_text().strip() if ref_path.is_file() else None
+        else:
+            info["git_commit"] = ref
+    except OSError:
+        info["git_commit"] = None
+    return info
+
+
+def _package_versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for pkg in ("torch", "accelerate", "submitit", "numpy"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def record_artifacts(run_dir: str | Path, paths: Iterable[str | Path], **meta) -> dict:
+    """Add (or refresh) artifacts in the run's manifest: sha256 and size of each file, relative to the run dir.
+    `meta` (seed, train config, ...) is merged at the top level. Returns the manifest."""
+    run_dir = Path(run_dir)
+    with _locked(run_dir):
+        manifest = _read_json(run_dir / MANIFEST) or {}
+        manifest.setdefault("name", run_dir.name)
+        arts = dict(manifest.get("artifacts") or {})
+        for p in paths:
+            p = Path(p)
+            rel = str(p.resolve().relative_to(run_dir.resolve())) if p.is_absolute() else str(p)
+            full = run_dir / rel
+            arts[rel] = {"sha256": sha256_file(full), "bytes": full.stat().st_size}
+        manifest["artifacts"] = arts
+        manifest.update(meta)
+        manifest["code"] = _code_version()
+        manifest["packages"] = _package_versions()
+        manifest["command"] = list(sys.argv)
+        manifest["updated_at"] = time.time()
+        atomic_write_json(run_dir / MANIFEST, manifest, indent=1)
+        return manifest
+
+
+def read_manifest(run_dir: str | Path) -> dict | None:
+    return _read_json(Path(run_dir) / MANIFEST)
+
+
+def artifacts_problem(run_dir: str | Path) -> str | None:
+    """None when the run's weights and train json are in its manifest and every listed artifact matches its sha256;
+    otherwise one line saying what does not."""
+    run_dir = Path(run_dir)
+    manifest = read_manifest(run_dir)
+    if manifest is None:
+        return "no manifest.json"
+    arts = manifest.get("artifacts")
+    if not isinstance(arts, dict):
+        return "manifest lists no artifacts"
+    for required in (weights_path(run_dir).name, train_json_path(run_dir).name):
+        if required not in arts:
+            return f"manifest does not list {required}"
+    for rel, info in arts.items():
+        p = run_dir / rel
+        if not p.is_file():
+            return f"{rel} is missing"
+        try:
+            if int(info.get("bytes", -1)) != p.stat().st_size:
+                return f"{rel} has changed size"
+            if info.get("sha256") != sha256_file(p):
+                return f"{rel} does not match its sha256"
+        except (AttributeError, TypeError, ValueError):
+            return f"manifest entry for {rel} is malformed"
+    return None
+
+
+def artifacts_ok(run_dir: str | Path) -> bool:
+    return artifacts_problem(run_dir) is None
+
+
+def read_progress(run_dir: str | Path) -> dict | None:
+    return _read_json(Path(run_dir) / PROGRESS)
+
+
+def run_dirs(runs_dir: str | Path) -> list[Path]:
+    """Run directories (those with a marker or a manifest), sorted by name; hidden folders (.submitit) excluded."""
+    runs_dir = Path(runs_dir)
+    if not runs_dir.is_dir():
+        return []
+    return sorted(
+        p
+        for p in runs_dir.iterdir()
+        if p.is_dir() and not p.name.startswith(".") and ((p / MARKER).is_file() or (p / MANIFEST).is_file())
+    )

@@ -1,0 +1,1 @@
+"""Entry points users call (`varith <command>`): thin compositions of arith + analysis + hpc."""
