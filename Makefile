@@ -14,7 +14,7 @@ MODEL ?=
 QUESTIONS ?= 1000000
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test bench sweep status verify lint clean
+.PHONY: setup demo test bench sweep status verify lint clean oracle
 
 setup: $(VENV)/.installed
 
@@ -51,3 +51,12 @@ lint: setup
 
 clean:
 	rm -rf $(VENV) build *.egg-info
+
+# TransformerLens as an oracle: its own venv (TransformerLens 2.x pins numpy < 2, which our stack does not want).
+ORACLE_VENV ?= .venv-tl
+oracle: setup
+	@if [ ! -f $(ORACLE_VENV)/.installed ]; then \
+	  $(PYTHON) -m venv $(ORACLE_VENV) && \
+	  $(ORACLE_VENV)/bin/pip install -q $(TORCH_SPEC) 'transformer_lens>=2,<3' 'datasets<3' 'pyarrow<16' pytest && \
+	  touch $(ORACLE_VENV)/.installed; fi
+	PYTHONPATH=$(CURDIR) $(ORACLE_VENV)/bin/python -m pytest -q -p no:cacheprovider "tests/test_model.py::test_transformer_lens_gives_the_same_logits" -rs

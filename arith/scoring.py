@@ -47,7 +47,7 @@ def score(
     mode: str = "reference",
     hooks: dict[str, Hook] | None = None,
     precision: str = "fp32",
-    batch_size: int = 4096,
+    batch_size: int = 1024,
 ) -> Scores:
     """Score full question+answer sequences [N, 3n+4] in batches of `batch_size` rows."""
     if mode not in MODES:
@@ -69,7 +69,12 @@ def score(
         nll[start : start + len(chunk)] = answer_nll(logits, answers).mean(dim=1).float().cpu().numpy()
         pred[start : start + len(chunk)] = logits.argmax(dim=-1).to(torch.uint8).cpu().numpy()
     wrong = pred != tokens[:, ans_slice].numpy()
+    return Scores(failed=failure_mask(nll, wrong, mode), pred=pred, wrong=wrong, nll=nll)
+
+
+def failure_mask(nll: np.ndarray, wrong: np.ndarray, mode: str = "reference") -> np.ndarray:
+    """reference: mean answer NLL > 0.01 and at least one wrong token; exact: at least one wrong token."""
     failed = wrong.any(axis=1)
     if mode == "reference":
         failed &= nll > FAIL_THRESHOLD
-    return Scores(failed=failed, pred=pred, wrong=wrong, nll=nll)
+    return failed

@@ -276,8 +276,9 @@ def train(
     if mn.insert_mode:
         spec, ins_sd = _insert_spec(cfg, shape)
         first_copy(dict(model.named_parameters()), ins_sd, spec)
+    # the fused kernel (CPU and CUDA) is several times faster than per-tensor ops, and just as deterministic
     optimizer = torch.optim.AdamW(
-        model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(cfg.beta1, cfg.beta2)
+        model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(cfg.beta1, cfg.beta2), fused=True
     )
     scheduler = _scheduler(optimizer, steps)
     model, optimizer = accelerator.prepare(model, optimizer)

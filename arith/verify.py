@@ -214,7 +214,7 @@ def evaluate_block(
     mode: str = "reference",
     cap: int = DEFAULT_CAP,
     precision: str = "fp32",
-    batch_size: int = 4096,
+    batch_size: int = 1024,
 ) -> BlockCounts:
     """Generate block k of the suite, score it with one forward per batch, count."""
     x, y, op = suite.block(k)

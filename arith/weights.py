@@ -42,16 +42,16 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 def check_state_dict(sd: dict[str, torch.Tensor], shape: ModelShape, source: str) -> None:
     """One clear error naming the first mismatch between a state dict and the expected shape."""
     expected = shape.expected_state_shapes()
+    for key, want in expected.items():
+        got = tuple(sd[key].shape) if key in sd else want
+        if got != want:
+            raise InputError(f"weights {source}: {key} has shape {list(got)}, expected {list(want)} for {describe(shape)}")
     missing = [k for k in expected if k not in sd]
     extra = [k for k in sd if k not in expected]
     if missing:
         raise InputError(f"weights {source}: missing key {missing[0]} ({len(missing)} missing) for {describe(shape)}")
     if extra:
         raise InputError(f"weights {source}: unexpected key {extra[0]} ({len(extra)} extra) for {describe(shape)}")
-    for key, want in expected.items():
-        got = tuple(sd[key].shape)
-        if got != want:
-            raise InputError(f"weights {source}: {key} has shape {list(got)}, expected {list(want)} for {describe(shape)}")
 
 
 def describe(shape: ModelShape) -> str:

@@ -1,13 +1,15 @@
 """Where training jobs run: submitit executors for `slurm`, `local` and `debug`, SLURM profiles, job arrays,
 dependencies, a concurrency cap for the local backend, and the scheduler queries behind `varith status`.
 
-- `slurm`: submitit's SlurmExecutor through `AutoExecutor(cluster="slurm")`. Runs without dependencies go out as one
-  job array (`executor.batch()`), capped by `array_parallelism` (`%N` in `--array`); runs that need another run first
-  (ins* models and their addition model) go out as arrays with `--dependency=afterok:<ids>` and
-  `--kill-on-invalid-dep=yes`, so a failed dependency cancels them instead of leaving them pending forever.
-  Multi-GPU: `tasks_per_node = gpus_per_node`, one task per GPU; on CPU nodes `tasks_per_node` gives gloo DDP.
+- `slurm`: submitit's SlurmExecutor through `AutoExecutor(cluster="slurm")`. Runs without dependencies go
+  out as one job array (`executor.batch()`), capped by `array_parallelism` (`%N` in `--array`); runs that
+  need another run first (ins* models and their addition model) go out as arrays with
+  `--dependency=afterok:<ids>` and `--kill-on-invalid-dep=yes`, so a failed dependency cancels them instead
+  of leaving them pending forever. Multi-GPU: `tasks_per_node = gpus_per_node`, one task per GPU; on CPU
+  nodes `tasks_per_node` gives gloo DDP.
 - `local`: submitit's LocalExecutor (one controller process per job). It has no queue of its own, so the
-  `Launcher` keeps at most `max_parallel` jobs alive (default: the machine's cores divided by the cores a job uses).
+  `Launcher` keeps at most `max_parallel` jobs alive (default: the machine's cores divided by the cores a
+  job uses).
 - `debug`: submitit's DebugExecutor, in-process and one job at a time (tests, breakpoints).
 
 `render_sbatch` returns exactly the text submitit would submit (it calls submitit's own renderer with the same
@@ -164,7 +166,8 @@ def _mem_text(mem_gb: float) -> str:
 
 
 def _parse_sbatch_line(line: str) -> tuple[str, Any]:
-    """`--constraint=a100`, `--exclusive`, `#SBATCH --mail-type END` -> (key, value); short options are refused."""
+    """`--constraint=a100`, `--exclusive`, `#SBATCH --mail-type END` -> (key, value); short options are
+    refused."""
     text = str(line).strip()
     if text.startswith("#SBATCH"):
         text = text[len("#SBATCH") :].strip()
@@ -257,8 +260,8 @@ def _settings_kwargs(raw: dict, where: str) -> dict[str, Any]:
 
 
 def load_profile(path: str | Path) -> SlurmSettings:
-    """A TOML profile: a `[slurm]` table (or top-level keys) with at least partition, time, mem, cpus_per_task and
-    gpus_per_node. Missing or unknown keys raise InputError naming them."""
+    """A TOML profile: a `[slurm]` table (or top-level keys) with at least partition, time, mem,
+    cpus_per_task and gpus_per_node. Missing or unknown keys raise InputError naming them."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"profile {path}: no such file")
@@ -281,7 +284,8 @@ def profile_from_dict(raw: dict, where: str = "profile") -> SlurmSettings:
 
 
 def override_settings(settings: SlurmSettings, **overrides: Any) -> SlurmSettings:
-    """CLI overrides in profile vocabulary (time, mem, ... ; None = keep; extra_sbatch/setup lines are appended)."""
+    """CLI overrides in profile vocabulary (time, mem, ... ; None = keep; extra_sbatch/setup lines are
+    appended)."""
     raw = {k: v for k, v in overrides.items() if v is not None}
     kw = _settings_kwargs(raw, "command line")
     for key in ("extra_sbatch", "setup"):
@@ -320,7 +324,8 @@ class LaunchConfig:
 
     @property
     def local_slots(self) -> int:
-        """How many local jobs may run at once: the cap, or the machine's cores over the cores one job uses."""
+        """How many local jobs may run at once: the cap, or the machine's cores over the cores one job
+        uses."""
         if self.max_parallel is not None:
             return self.max_parallel
         per_job = self.slurm.ntasks_per_node * self.slurm.cpus_per_task
@@ -348,7 +353,8 @@ def _abs_folder(folder: str | Path) -> Path:
 def render_sbatch(
     cfg: LaunchConfig, n_jobs: int, dependency: str | None = None, job_name: str | None = None
 ) -> str:
-    """The sbatch script submitit would submit for `n_jobs` jobs (an array when n_jobs > 1). Needs no cluster."""
+    """The sbatch script submitit would submit for `n_jobs` jobs (an array when n_jobs > 1). Needs no
+    cluster."""
     from submitit.slurm.slurm import _make_sbatch_string
 
     if n_jobs < 1:
@@ -388,7 +394,7 @@ def make_executor(cfg: LaunchConfig, dependency: str | None = None, job_name: st
     return ex
 
 
-# ------------------------------------------------------------------------------------------------ slurm queries
+# ------------------------------------------------------------------------------------------ slurm queries
 
 
 def _run(cmd: list[str], timeout: float = 30) -> subprocess.CompletedProcess | None:
@@ -440,7 +446,8 @@ def queue_states(job_ids: Sequence[str] | None = None) -> dict[str, str] | None:
 
 
 def accounting_states(job_ids: Sequence[str]) -> dict[str, str] | None:
-    """sacct states ({job id: state}, e.g. FAILED, COMPLETED, CANCELLED); None when accounting is unavailable."""
+    """sacct states ({job id: state}, e.g. FAILED, COMPLETED, CANCELLED); None when accounting is
+    unavailable."""
     if not job_ids:
         return {}
     if shutil.which("sacct") is None:
@@ -535,8 +542,8 @@ class Launcher:
     """Submits tasks on one backend and tells when each ends.
 
     before_submit(key) runs just before a task is handed to submitit, after_submit(handle) just after;
-    dep_state(key) -> "ok" | "failed" | "wait" judges a finished dependency (local/debug gate on it; slurm uses
-    afterok). `poll()` starts what may start and returns the handles that ended since the last poll.
+    dep_state(key) -> "ok" | "failed" | "wait" judges a finished dependency (local/debug gate on it; slurm
+    uses afterok). `poll()` starts what may start and returns the handles that ended since the last poll.
     """
 
     def __init__(
@@ -685,7 +692,7 @@ class Launcher:
                 h.finished, h.end = True, f"slurm job {h.job_id} ended {state} without a result"
                 ended.append(h)
             elif state is None:
-                # not in squeue, no accounting record: allow a short grace for the result file, then call it dead
+                # not in squeue, no accounting record: a short grace for the result file, then it is dead
                 first = self._missing_since.setdefault(h.job_id, now)
                 if now - first > 20:
                     h.finished, h.end = True, f"slurm job {h.job_id} left the queue without a result"

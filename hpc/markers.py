@@ -1,11 +1,13 @@
 """Per-run state markers and artifact manifests under `runs/<name>/`.
 
-- `runs/<name>/state.json`: where a run stands: `submitted`, `running`, `done` or `failed`, plus the job id, the
-  cluster, the log paths, the attempt count, timestamps and the last error. Several processes write it (the sweep
-  driver, the job itself, a requeue hook), so every change is a read-modify-write under an `flock` on
-  `runs/<name>/.state.lock`, and the file itself is replaced atomically (readers never see half a file).
-- `runs/<name>/manifest.json`: sha256 and size of every artifact, code and package versions, seed and command line.
-  `artifacts_ok(run_dir)` says whether the training artifacts are listed there and still match byte for byte.
+- `runs/<name>/state.json`: where a run stands: `submitted`, `running`, `done` or `failed`, plus the job id,
+  the cluster, the log paths, the attempt count, timestamps and the last error. Several processes write it
+  (the sweep driver, the job itself, a requeue hook), so every change is a read-modify-write under an
+  `flock` on `runs/<name>/.state.lock`, and the file itself is replaced atomically (readers never see half a
+  file).
+- `runs/<name>/manifest.json`: sha256 and size of every artifact, code and package versions, seed and
+  command line. `artifacts_ok(run_dir)` says whether the training artifacts are listed there and still match
+  byte for byte.
 - `runs/<name>/progress.json` is written by `arith.train` (step, steps, loss); `read_progress` reads it.
 """
 
@@ -80,7 +82,8 @@ def train_json_path(run_dir: str | Path) -> Path:
 
 @contextlib.contextmanager
 def _locked(run_dir: Path, timeout: float | None = None) -> Iterator[None]:
-    """Exclusive flock on the run's lock file; TimeoutError after `timeout` seconds (None: wait as long as needed)."""
+    """Exclusive flock on the run's lock file; TimeoutError after `timeout` seconds (None: wait as long as
+    needed)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     with open(run_dir / _LOCK, "a+") as lock:
         if timeout is None:
@@ -130,8 +133,8 @@ def update_marker(
     lock_timeout: float | None = None,
     **changes,
 ) -> Marker | None:
-    """Change the marker under the run's lock. `only_if_state`: change nothing unless the current state is one of
-    these (returns None then). A state change is appended to the marker's event history."""
+    """Change the marker under the run's lock. `only_if_state`: change nothing unless the current state is
+    one of these (returns None then). A state change is appended to the marker's event history."""
     run_dir = Path(run_dir)
     if state is not None and state not in STATES:
         raise ValueError(f"unknown run state {state!r}")
@@ -156,8 +159,9 @@ def update_marker(
 
 
 def mark_submitted(run_dir: str | Path, cluster: str) -> Marker:
-    """Before a submission: a new attempt, no job id yet (the job may start before submit() returns). The sweep
-    driver's host and pid are kept: a local run queued by a driver that died shows as failed, not pending."""
+    """Before a submission: a new attempt, no job id yet (the job may start before submit() returns). The
+    sweep driver's host and pid are kept: a local run queued by a driver that died shows as failed, not
+    pending."""
     return update_marker(
         run_dir,
         state="submitted",
@@ -185,7 +189,8 @@ def set_job(
     submitted_at: float | None = None,
 ) -> Marker | None:
     """After a submission: the job id, log paths and submission time (the job may have started, even finished,
-    already and written its own state: that state is kept). Nothing changes when the marker belongs to another job."""
+    already and written its own state: that state is kept). Nothing changes when the marker belongs to
+    another job."""
     run_dir = Path(run_dir)
     with _locked(run_dir):
         old = read_marker(run_dir)
@@ -205,14 +210,17 @@ def mark_running(
 ) -> Marker:
     changes = dict(host=socket.gethostname(), pid=os.getpid(), started_at=time.time(), error=None)
     if job_id is not None:
-        changes.update(job_id=job_id, stdout=stdout, stderr=stderr)
+        changes["job_id"] = job_id
+    if stdout is not None:
+        changes.update(stdout=stdout, stderr=stderr)
     if cluster is not None:
         changes["cluster"] = cluster
     return update_marker(run_dir, state="running", **changes)
 
 
 def mark_requeued(run_dir: str | Path) -> Marker | None:
-    """Preempted or timed out: the job goes back to the queue with the same id and resumes from its checkpoint."""
+    """Preempted or timed out: the job goes back to the queue with the same id and resumes from its
+    checkpoint."""
     return update_marker(run_dir, state="submitted", only_if_state=("running", "submitted"), pid=None)
 
 
@@ -281,8 +289,8 @@ def _package_versions() -> dict:
 
 
 def record_artifacts(run_dir: str | Path, paths: Iterable[str | Path], **meta) -> dict:
-    """Add (or refresh) artifacts in the run's manifest: sha256 and size of each file, relative to the run dir.
-    `meta` (seed, train config, ...) is merged at the top level. Returns the manifest."""
+    """Add (or refresh) artifacts in the run's manifest: sha256 and size of each file, relative to the run
+    dir. `meta` (seed, train config, ...) is merged at the top level. Returns the manifest."""
     run_dir = Path(run_dir)
     with _locked(run_dir):
         manifest = _read_json(run_dir / MANIFEST) or {}
@@ -308,8 +316,8 @@ def read_manifest(run_dir: str | Path) -> dict | None:
 
 
 def artifacts_problem(run_dir: str | Path) -> str | None:
-    """None when the run's weights and train json are in its manifest and every listed artifact matches its sha256;
-    otherwise one line saying what does not."""
+    """None when the run's weights and train json are in its manifest and every listed artifact matches its
+    sha256; otherwise one line saying what does not."""
     run_dir = Path(run_dir)
     manifest = read_manifest(run_dir)
     if manifest is None:
@@ -343,7 +351,8 @@ def read_progress(run_dir: str | Path) -> dict | None:
 
 
 def run_dirs(runs_dir: str | Path) -> list[Path]:
-    """Run directories (those with a marker or a manifest), sorted by name; hidden folders (.submitit) excluded."""
+    """Run directories (those with a marker or a manifest), sorted by name; hidden folders (.submitit)
+    excluded."""
     runs_dir = Path(runs_dir)
     if not runs_dir.is_dir():
         return []

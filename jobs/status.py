@@ -1,12 +1,13 @@
 """`varith status`: one line per run under runs/: state, job id, step, last loss, log path.
 
-The run's marker (`runs/<name>/state.json`) speaks first; the scheduler second. A run whose marker says submitted or
-running is checked against squeue (still queued/running?) and then sacct (FAILED, CANCELLED, TIMEOUT...); a job that
-left the queue without marking its run done shows as failed (also without accounting: no result, not in squeue). On
-the local and debug backends the process recorded in the marker is checked instead. A crash never shows as a hang.
+The run's marker (`runs/<name>/state.json`) speaks first; the scheduler second. A run whose marker says
+submitted or running is checked against squeue (still queued/running?) and then sacct (FAILED, CANCELLED,
+TIMEOUT...); a job that left the queue without marking its run done shows as failed (also without
+accounting: no result, not in squeue). On the local and debug backends the process recorded in the marker is
+checked instead. A crash never shows as a hang.
 
-States shown: pending (queued or requeued), running, done, failed, stale (marked done but its artifacts no longer
-match the manifest). `--json` prints one JSON object per run instead of the table.
+States shown: pending (queued or requeued), running, done, failed, stale (marked done but its artifacts no
+longer match the manifest). `--json` prints one JSON object per run instead of the table.
 """
 
 from __future__ import annotations
@@ -80,7 +81,8 @@ def _result_error(marker: markers.Marker) -> str | None:
 def resolve(run_dir: Path, queue: dict[str, str] | None, acct: dict[str, str] | None) -> RunStatus:
     """The effective state of one run from its marker, artifacts and the scheduler's answers.
 
-    queue: squeue states by job id (None: squeue unavailable); acct: sacct states by job id (None: no accounting).
+    queue: squeue states by job id (None: squeue unavailable); acct: sacct states by job id (None: no
+    accounting).
     """
     run_dir = Path(run_dir)
     m = markers.read_marker(run_dir)
@@ -155,9 +157,18 @@ def _live_state(m: markers.Marker, queue, acct, run_dir: Path) -> tuple[str, str
     return ("pending", "queued by the sweep driver")
 
 
+def resolve_one(run_dir: str | Path) -> RunStatus:
+    """resolve() for one run, asking squeue/sacct only when its marker names a live slurm job."""
+    return resolve_runs([Path(run_dir)])[0]
+
+
 def collect(runs_dir: str | Path) -> list[RunStatus]:
-    runs_dir = Path(runs_dir)
-    dirs = markers.run_dirs(runs_dir)
+    """The status of every run under runs_dir (one squeue and at most one sacct call in all)."""
+    return resolve_runs(markers.run_dirs(Path(runs_dir)))
+
+
+def resolve_runs(dirs: list[Path]) -> list[RunStatus]:
+    """resolve() for each run dir, with one squeue and at most one sacct call for all of them."""
     live_slurm = []
     for d in dirs:
         m = markers.read_marker(d)

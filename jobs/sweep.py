@@ -1,19 +1,21 @@
 """`varith sweep`: train one run per (architecture, seed) on SLURM, locally, or in-process.
 
-    varith sweep --seeds 372001 173289 --archs add_d6_l2_h3_t15K mix_d6_l3_h4_t40K [--cluster slurm|local|debug]
-                 [--profile hpc/profiles/example.toml] [--dry-run] [--force] [--no-wait] [--retries 1]
-                 [--d-model 32 --d-head 8 --steps 40 ...] [--file sweep.toml] [--runs-dir runs]
+    varith sweep --seeds 372001 173289 --archs add_d6_l2_h3_t15K mix_d6_l3_h4_t40K [--cluster
+                 slurm|local|debug] [--profile hpc/profiles/example.toml] [--dry-run] [--force] [--no-wait]
+                 [--retries 1] [--d-model 32 --d-head 8 --steps 40 ...] [--file sweep.toml] [--runs-dir runs]
 
-- An architecture is a model name without the seed (`add_d6_l2_h3_t15K`); each run is `<arch>_s<seed>` and lives in
-  `runs/<name>/`. An ins* architecture may name its addition model: `ins1_mix_d6_l3_h4_t40K,add_d6_l2_h3_t15K`
-  (without a seed it takes the run's seed); without one it is the reference default `add_d<D>_l2_h3_t15K_s372001`.
-  The addition model is trained first when its artifacts are missing, and the ins* run waits for it (afterok).
+- An architecture is a model name without the seed (`add_d6_l2_h3_t15K`); each run is `<arch>_s<seed>` and
+  lives in `runs/<name>/`. An ins* architecture may name its addition model:
+  `ins1_mix_d6_l3_h4_t40K,add_d6_l2_h3_t15K` (without a seed it takes the run's seed); without one it is the
+  reference default `add_d<D>_l2_h3_t15K_s372001`. The addition model is trained first when its artifacts
+  are missing, and the ins* run waits for it (afterok).
 - `--steps N` rewrites every name's step count (tiny test sweeps: `t40`); width overrides go to TrainConfig.
-- Runs that are done and whose artifacts match their manifest's sha256 are skipped; `--force` retrains them. Runs
-  already queued or running (another sweep) are left alone. Failed runs are resubmitted up to `--retries` times.
+- Runs that are done and whose artifacts match their manifest's sha256 are skipped; `--force` retrains them.
+  Runs already queued or running (another sweep) are left alone. Failed runs are resubmitted up to
+  `--retries` times.
 - `--dry-run` prints the plan and the sbatch script(s) and changes nothing.
-- A sweep file (`--file`, TOML) may hold seeds, archs, cluster, profile, runs_dir, retries, max_parallel, a [train]
-  table of overrides and a [slurm] table of settings; command-line flags win.
+- A sweep file (`--file`, TOML) may hold seeds, archs, cluster, profile, runs_dir, retries, max_parallel, a
+  [train] table of overrides and a [slurm] table of settings; command-line flags win.
 Exit status: 0 when every run is done, 1 when some failed, 2 on bad input (nothing submitted).
 """
 
@@ -35,7 +37,7 @@ from hpc import launch, markers
 from jobs import status as status_mod
 from jobs.train_task import TRAIN_OVERRIDES, RunSpec, TrainTask
 
-HELP = "Train one run per (architecture, seed) on SLURM, locally or in-process; skip done runs, retry failed ones."
+HELP = "Train one run per (architecture, seed) on SLURM, locally or in-process; skip done runs, retry failed."
 
 DEFAULT_INSERT_SHAPE = ("add", 2, 3, 15000, 372001)  # the reference parser's insert defaults (spec 1.1)
 
@@ -383,26 +385,12 @@ def options_from_args(args) -> Options:
 # ------------------------------------------------------------------------------------------------ running
 
 
-def _queues(planned: list[PlannedRun]) -> tuple[dict | None, dict | None]:
-    """squeue and sacct answers for the runs whose markers name a live slurm job ({} when there are none)."""
-    live = []
-    for p in planned:
-        m = markers.read_marker(p.spec.run_dir)
-        if m is not None and m.cluster == "slurm" and m.state in ("submitted", "running") and m.job_id:
-            live.append(m.job_id)
-    if not live:
-        return {}, {}
-    queue = launch.queue_states()
-    gone = [j for j in live if queue is not None and j not in queue]
-    return queue, launch.accounting_states(gone) if gone else {}
-
-
 def _classify(planned: list[PlannedRun], force: bool) -> tuple[list[PlannedRun], dict[str, str]]:
     """-> (runs to submit, {name: why skipped}) from the runs' markers, artifacts and the scheduler."""
-    queue, acct = _queues(planned)
+    states = status_mod.resolve_runs([p.spec.run_dir for p in planned])
     todo, skipped = [], {}
-    for p in planned:
-        st = status_mod.resolve(p.spec.run_dir, queue, acct) if p.spec.run_dir.exists() else None
+    for p, st in zip(planned, states, strict=True):
+        st = st if p.spec.run_dir.exists() else None
         if st is not None and st.state in ("pending", "running"):
             skipped[p.spec.name] = f"active ({st.state}, job {st.job_id})"
         elif st is not None and st.state == "done" and not force:
@@ -498,8 +486,7 @@ def _run_round(
             print(f"submitted {h.key}: job {h.job_id}", flush=True)
 
     def dep_state(key: str) -> str:
-        run_dir = Path(opts.request.runs_dir.absolute()) / key
-        st = status_mod.resolve(run_dir, {}, {})
+        st = status_mod.resolve_one(Path(opts.request.runs_dir.absolute()) / key)
         if st.state == "done":
             return "ok"
         if st.state in ("failed", "stale"):
@@ -557,9 +544,7 @@ def run_sweep(opts: Options) -> int:
             print(f"retry {attempt}/{opts.retries}: {' '.join(p.spec.name for p in todo)}", flush=True)
         launcher = _run_round(opts, todo, skipped, planned, clear=opts.force and attempt == 0)
         if opts.no_wait:
-            print(
-                f"{len(todo)} run(s) submitted; `varith status --runs-dir {opts.request.runs_dir}` follows them"
-            )
+            print(f"{len(todo)} run(s) submitted; `varith status --runs-dir {opts.request.runs_dir}` follows")
             return 0
         try:
             launcher.wait(on_end=lambda h: _on_end(opts, h), poll_s=opts.poll_s)
@@ -571,7 +556,7 @@ def run_sweep(opts: Options) -> int:
         if not todo or attempt >= opts.retries:
             break
         attempt += 1
-    rows = [status_mod.resolve(p.spec.run_dir, *_queues(planned)) for p in planned]
+    rows = status_mod.resolve_runs([p.spec.run_dir for p in planned])
     print(status_mod.format_table(rows))
     n_done = sum(r.state == "done" for r in rows)
     print(f"{n_done}/{len(rows)} run(s) done in {time.time() - t0:.1f}s")

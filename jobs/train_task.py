@@ -1,12 +1,14 @@
 """The callable submitted once per run (`varith sweep`): trains `runs/<name>/` through `arith.train.train`.
 
 It is a submitit Checkpointable: on preemption or timeout submitit calls `checkpoint()`, which marks the run
-requeued and returns a *fresh* TrainTask; the requeued job starts over in this callable and `train(resume=True)`
-picks up the newest accelerate checkpoint on disk (`runs/<name>/checkpoints/step_*`). Nothing about progress lives in
-the pickle, so a node-failure requeue that reuses the original pickle resumes the same way.
+requeued and returns a *fresh* TrainTask; the requeued job starts over in this callable and
+`train(resume=True)` picks up the newest accelerate checkpoint on disk (`runs/<name>/checkpoints/step_*`).
+Nothing about progress lives in the pickle, so a node-failure requeue that reuses the original pickle
+resumes the same way.
 
-Multi-task jobs (one task per GPU, or several CPU tasks) export the torch.distributed environment from submitit's job
-environment, and accelerate runs DDP (nccl on GPUs, gloo on CPUs); only rank 0 writes markers and the manifest.
+Multi-task jobs (one task per GPU, or several CPU tasks) export the torch.distributed environment from
+submitit's job environment, and accelerate runs DDP (nccl on GPUs, gloo on CPUs); only rank 0 writes markers
+and the manifest.
 """
 
 from __future__ import annotations
@@ -41,8 +43,8 @@ TRAIN_OVERRIDES = (
 
 @dataclass(frozen=True)
 class RunSpec:
-    """One training run: its full model name, where runs live, TrainConfig overrides, the ins* model's addition
-    model (its weights are `runs/<insert>/<insert>.pth`) and the torch threads per task."""
+    """One training run: its full model name, where runs live, TrainConfig overrides, the ins* model's
+    addition model (its weights are `runs/<insert>/<insert>.pth`) and the torch threads per task."""
 
     name: str
     runs_dir: str
@@ -85,16 +87,14 @@ def _log(msg: str) -> None:
 
 
 class TrainTask(submitit.helpers.Checkpointable):
-    """Train one run; returns a small summary dict. Raises on failure (so SLURM marks the job FAILED and afterok
-    dependents are cancelled), except under the debug executor, where it returns {"state": "failed", ...} instead
-    (submitit's debug job would otherwise open a post-mortem debugger)."""
+    """Train one run; returns a small summary dict. Raises on failure (so SLURM marks the job FAILED and
+    afterok dependents are cancelled), except under the debug executor, where it returns {"state": "failed",
+    ...} instead (submitit's debug job would otherwise open a post-mortem debugger)."""
 
     def __init__(self, spec: RunSpec):
         self.spec = spec
 
     def __call__(self) -> dict:
-        import torch
-
         spec = self.spec
         env = _job_environment()
         world = env.num_tasks if env is not None else 1
@@ -105,6 +105,8 @@ class TrainTask(submitit.helpers.Checkpointable):
             submitit.helpers.TorchDistributedEnvironment().export(
                 set_cuda_visible_devices=False, overwrite=True
             )
+            # accelerate sets torch's threads from this in multi-process runs (and warns when it is unset)
+            os.environ.setdefault("OMP_NUM_THREADS", str(max(1, spec.threads)))
         stdout = stderr = None
         if env is not None:
             try:
@@ -114,6 +116,8 @@ class TrainTask(submitit.helpers.Checkpointable):
         _log(f"{spec.name}: rank {rank}/{world} on {os.uname().nodename}, job {job_id}, cluster {cluster}")
         if rank == 0:
             markers.mark_running(spec.run_dir, job_id, cluster, stdout, stderr)
+        import torch  # after the marker: "running" means the job started, not that torch finished importing
+
         old_threads = torch.get_num_threads()
         torch.set_num_threads(max(1, spec.threads))
         try:
@@ -162,8 +166,8 @@ class TrainTask(submitit.helpers.Checkpointable):
             raise RuntimeError(f"addition model {spec.insert} failed: {exc}") from exc
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
-        """Preempted or timed out (rank 0, inside submitit's signal handler): requeue a fresh instance, which resumes
-        from the newest checkpoint on disk."""
+        """Preempted or timed out (rank 0, inside submitit's signal handler): requeue a fresh instance,
+        which resumes from the newest checkpoint on disk."""
         try:
             markers.update_marker(
                 self.spec.run_dir,
@@ -179,9 +183,12 @@ class TrainTask(submitit.helpers.Checkpointable):
 
 
 def _train(spec: RunSpec, rank: int) -> dict:
-    from arith.train import train
+    from arith.train import newest_checkpoint, train
 
     cfg = spec.train_config()
+    ckpt = newest_checkpoint(spec.run_dir)
+    if ckpt is not None and rank == 0:
+        _log(f"{spec.name}: resuming from {ckpt}")
     result = train(cfg, spec.run_dir, resume=True, progress=False)
     if not result.complete:
         raise RuntimeError(f"training stopped at step {result.steps_done} before the end")

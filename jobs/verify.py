@@ -1,16 +1,30 @@
-"""`varith verify MODEL.pth --exhaustive | --questions N | --suite NAME`: accuracy tests -> `<name>_accuracy.json`."""
+"""`varith verify MODEL.pth --exhaustive | --questions N | --suite NAME`: accuracy tests -> `<name>_accuracy.json`.
+
+By default the blocks of the suite run as Dask tasks (hpc.cluster: an embedded LocalCluster, `--scheduler` to
+join one, `--cluster slurm --profile FILE.toml` for dask-jobqueue) and land in the Zarr store
+`<name>.zarr/verify/<suite>/` (hpc.store), which is then reduced to the JSON. `--cluster none` is the
+single-process path (`verify_in_process`), the reference the distributed result equals exactly.
+
+Each task gets only (block index, a small TaskSpec): it generates its questions from (suite, block index), loads
+the model once per worker process (cached by path + sha256), scores, and writes its own rows then its done flag.
+A killed worker's task is simply run again (same bytes); a restarted driver skips done blocks.
+"""
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
+import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 from analysis.accuracy import accuracy_report, format_table
-from arith.device import choose_device
 from arith.errors import InputError
 from arith.files import atomic_write_json, sha256_file
 from arith.verify import (
     DEFAULT_BLOCK,
+    DEFAULT_CAP,
     ONE_M_SEED,
     BlockCounts,
     ExhaustiveSuite,
@@ -21,9 +35,10 @@ from arith.verify import (
     parse_ops,
 )
 from arith.vocab import ADD, MUL, SUB
-from arith.weights import load_model, model_info
+from arith.weights import check_state_dict, load_model, model_info, read_state_dict
 
 HELP = "accuracy test of a model: exhaustive, N random questions, or a curated suite -> <name>_accuracy.json"
+DEFAULT_RETRIES = 2
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -37,9 +52,27 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--block-size", type=int, default=DEFAULT_BLOCK, help="questions per block/task")
     p.add_argument("--enrich", default="current", choices=["current", "historic", "none"])
     p.add_argument("--mode", default="reference", choices=["reference", "exact"], help="failure rule")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="auto (each worker's GPU if it has one, else cpu), cpu, cuda")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     p.add_argument("--out", help="accuracy json path (default: <name>_accuracy.json beside the weights)")
+    d = p.add_argument_group("where it runs (Dask)")
+    d.add_argument(
+        "--cluster",
+        choices=["local", "slurm", "none"],
+        help="local: embedded LocalCluster (default); slurm: dask-jobqueue SLURMCluster from --profile; "
+        "none: one process, no Dask, no store",
+    )
+    d.add_argument("--scheduler", metavar="tcp://HOST:PORT", help="join an existing Dask scheduler")
+    d.add_argument("--workers", type=int, help="local worker processes (default: one per GPU, else min(2, cores))")
+    d.add_argument("--torch-threads", type=int, help="torch threads per worker process")
+    d.add_argument("--profile", help="TOML profile for --cluster slurm: [slurm] table, optional [dask] table")
+    d.add_argument("--dry-run", action="store_true", help="print the plan (SLURM: the worker job script), run nothing")
+    d.add_argument("--connect-timeout", type=float, default=5.0, help="seconds to reach --scheduler (default 5)")
+    d.add_argument("--retries", type=int, default=DEFAULT_RETRIES, help="re-runs of a block whose task raised")
+    d.add_argument("--store", help="Zarr store (default: <name>.zarr beside the weights)")
+    d.add_argument("--fresh", action="store_true", help="discard stored blocks of this suite and start again")
+    d.add_argument("--cap", type=int, default=DEFAULT_CAP, help=f"failing examples kept per block ({DEFAULT_CAP})")
+    d.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def default_ops(config: dict) -> tuple[int, ...]:
@@ -87,6 +120,208 @@ def verify_in_process(model, suite, mode: str = "reference", precision: str = "f
     return total
 
 
+# ------------------------------------------------------------------------------------------------ the task
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """Everything a block task needs besides its index; small (well under a kilobyte pickled)."""
+
+    weights: str  # absolute path, readable from every worker
+    weights_sha256: str
+    shape: object  # arith.model.ModelShape
+    suite: object  # arith.verify.Suite
+    store: object  # hpc.store.SuiteStore
+    mode: str = "reference"
+    precision: str = "fp32"
+    cap: int = DEFAULT_CAP
+    device: str = "auto"
+
+    @property
+    def token(self) -> str:
+        """Names this piece of work: same weights, suite, settings and store -> same task keys."""
+        text = json.dumps(
+            [self.weights_sha256, self.suite.fingerprint(), self.mode, self.precision, self.cap, self.store.location],
+            sort_keys=True,
+        )
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+    def key(self, k: int) -> str:
+        return f"verify-{self.suite.name}-{self.token}-{k}"
+
+
+_MODELS: dict[tuple, object] = {}  # per worker process: (path, sha256, device) -> model
+_MODELS_LOCK = threading.Lock()
+
+
+def worker_model(spec: TaskSpec):
+    """The model of `spec`, loaded once per process (checked against the driver's sha256) and cached."""
+    from arith.device import choose_device
+
+    key = (spec.weights, spec.weights_sha256, spec.device)
+    with _MODELS_LOCK:
+        model = _MODELS.get(key)
+        if model is None:
+            if not Path(spec.weights).is_file():
+                raise InputError(f"weights {spec.weights}: no such file on this worker (is it on a shared filesystem?)")
+            if sha256_file(spec.weights) != spec.weights_sha256:
+                raise InputError(f"weights {spec.weights} changed since this verification started; run it again")
+            _MODELS.clear()  # one model per worker at a time
+            model = load_model(spec.weights, spec.shape, choose_device(spec.device))
+            _MODELS[key] = model
+    return model
+
+
+def verify_block_task(k: int, spec: TaskSpec) -> tuple[int, int, int]:
+    """Score block k (questions generated here from (suite, k)), write its rows then its done flag.
+
+    Returns (k, tested, failed). Deterministic: running it again rewrites the same bytes.
+    """
+    counts = evaluate_block(worker_model(spec), spec.suite, k, mode=spec.mode, cap=spec.cap, precision=spec.precision)
+    spec.store.write_block(k, counts)
+    return k, int(counts.tested.sum()), int(counts.failed.sum())
+
+
+# ------------------------------------------------------------------------------------------------ the driver
+
+
+def run_blocks(
+    client,
+    spec: TaskSpec,
+    blocks: list[int],
+    *,
+    retries: int = DEFAULT_RETRIES,
+    resources: dict | None = None,
+    progress: bool = True,
+    initial: int = 0,
+    total: int | None = None,
+    on_block=None,
+    max_blocks: int | None = None,
+) -> int:
+    """Run the block tasks on the cluster behind `client`; returns how many finished in this call.
+
+    `on_block(done_in_this_call)` is called after each finished block (tests use it to kill a worker);
+    `max_blocks` stops early (cancelling the rest) after that many, like an interrupted driver.
+    """
+    from distributed import as_completed
+    from distributed.scheduler import KilledWorker
+    from tqdm import tqdm
+
+    if not blocks:
+        return 0
+    futures = client.map(
+        verify_block_task,
+        blocks,
+        spec=spec,
+        key=[spec.key(k) for k in blocks],
+        pure=False,
+        retries=retries,
+        resources=resources,
+    )
+    finished = tested = failed = 0
+    bar = tqdm(total=total or len(blocks), initial=initial, desc="blocks", unit="block", disable=not progress)
+    try:
+        for _fut, (_k, t, f) in as_completed(futures, with_results=True, loop=client.loop):
+            finished += 1
+            tested += t
+            failed += f
+            bar.update(1)
+            bar.set_postfix(questions=tested, failed=failed, refresh=False)
+            if on_block is not None:
+                on_block(finished)
+            if max_blocks is not None and finished >= max_blocks:
+                break
+    except KilledWorker as exc:
+        raise RuntimeError(
+            f"a block task kept killing its workers ({exc}); finished blocks are kept in {spec.store.location}, "
+            "rerun to continue"
+        ) from exc
+    finally:
+        bar.close()
+        client.cancel(futures)
+    return finished
+
+
+def verify_distributed(
+    client,
+    spec: TaskSpec,
+    *,
+    retries: int = DEFAULT_RETRIES,
+    resources: dict | None = None,
+    progress: bool = True,
+    on_block=None,
+    max_blocks: int | None = None,
+) -> BlockCounts | None:
+    """Run the blocks of `spec.store` not yet done, consolidate, and reduce the store to counts.
+
+    Returns None when stopped early by `max_blocks` (the store keeps what was done).
+    """
+    from hpc.store import consolidate
+
+    pending = spec.store.pending()
+    done_before = spec.store.n_blocks - len(pending)
+    finished = run_blocks(
+        client,
+        spec,
+        pending,
+        retries=retries,
+        resources=resources,
+        progress=progress,
+        initial=done_before,
+        total=spec.store.n_blocks,
+        on_block=on_block,
+        max_blocks=max_blocks,
+    )
+    if max_blocks is not None and finished < len(pending):
+        return None
+    consolidate(spec.store.root)
+    return spec.store.read_counts()
+
+
+def _cluster_spec(args, n_tasks: int):
+    from hpc.cluster import ClusterSpec
+
+    kind = args.cluster or ("scheduler" if args.scheduler else "local")
+    if args.scheduler and args.cluster:
+        raise InputError(f"--scheduler joins an existing cluster; it cannot be combined with --cluster {args.cluster}")
+    if args.workers is not None and kind != "local":
+        raise InputError("--workers sets the embedded local cluster's size (use the profile's [dask] for SLURM)")
+    if args.profile and kind != "slurm":
+        raise InputError("--profile is read by --cluster slurm")
+    return ClusterSpec(
+        kind=kind,
+        workers=args.workers,
+        torch_threads=args.torch_threads,
+        scheduler=args.scheduler,
+        profile=args.profile,
+        connect_timeout=args.connect_timeout,
+        n_tasks=n_tasks,
+        use_gpus=args.device != "cpu",
+    )
+
+
+def _check_device_name(name: str) -> None:
+    import torch
+
+    if name == "auto":
+        return
+    try:
+        torch.device(name)
+    except RuntimeError:
+        raise InputError(f"unknown device {name!r}") from None
+
+
+def _install_sigterm() -> None:
+    """SIGTERM (scancel, walltime) ends the driver like Ctrl-C: clusters close, finished blocks stay stored."""
+    import signal
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, handler)
+
+
 def run(args: argparse.Namespace) -> int:
     shape, n_digits, config = model_info(args.model)
     name = model_name_of(args.model)
@@ -94,13 +329,79 @@ def run(args: argparse.Namespace) -> int:
     if args.block_size < 1:
         raise InputError("--block-size must be positive")
     suite = suite_from_args(args, n_digits, ops)
-    model = load_model(args.model, shape, choose_device(args.device))
-    counts = verify_in_process(model, suite, args.mode, args.precision)
-    report = accuracy_report(
-        counts, suite, name, extra={"weights_sha256": sha256_file(args.model), "mode": args.mode}
-    )
     out = Path(args.out) if args.out else Path(args.model).with_name(f"{name}_accuracy.json")
+
+    if args.cluster == "none":
+        if args.scheduler or args.profile or args.dry_run:
+            raise InputError("--cluster none runs in this process: no --scheduler, --profile or --dry-run")
+        from arith.device import choose_device
+
+        model = load_model(args.model, shape, choose_device(args.device))
+        counts = verify_in_process(model, suite, args.mode, args.precision, progress=not args.no_progress)
+    else:
+        counts = _run_dask(args, name, shape, suite)
+        if counts is None:
+            return 0
+    report = accuracy_report(counts, suite, name, extra={"weights_sha256": sha256_file(args.model), "mode": args.mode})
     atomic_write_json(out, report, indent=1)
     print(format_table(report))
     print(f"wrote {out}")
     return 0
+
+
+def _run_dask(args, name: str, shape, suite) -> BlockCounts | None:
+    from hpc.cluster import job_script, open_cluster
+    from hpc.store import default_store_path, make_fingerprint, prepare_suite
+
+    if args.retries < 0:
+        raise InputError("--retries must be >= 0")
+    if args.cap < 0:
+        raise InputError("--cap must be >= 0")
+    _check_device_name(args.device)
+    check_state_dict(read_state_dict(args.model), shape, str(args.model))  # missing / other-shape weights: 1 line
+    sha = sha256_file(args.model)
+    cluster_spec = _cluster_spec(args, suite.n_blocks)
+    store_root = Path(args.store).resolve() if args.store else default_store_path(args.model, name)
+
+    if args.dry_run:
+        print(f"{suite.name}: {suite.n_blocks} blocks -> {store_root}/verify/{suite.name}")
+        if cluster_spec.kind == "slurm":
+            from hpc.cluster import describe_slurm_plan
+
+            print(describe_slurm_plan(cluster_spec))
+            print(job_script(cluster_spec), end="")
+        else:
+            print(f"cluster: {cluster_spec.kind}; nothing was started or written (--dry-run)")
+        return None
+
+    fingerprint = make_fingerprint(sha, suite.fingerprint(), args.mode, args.precision, args.cap)
+    store = prepare_suite(store_root, suite.name, fingerprint, suite.n_blocks, suite.n_digits, args.cap, args.fresh)
+    spec = TaskSpec(
+        weights=str(Path(args.model).resolve()),
+        weights_sha256=sha,
+        shape=shape,
+        suite=suite,
+        store=store,
+        mode=args.mode,
+        precision=args.precision,
+        cap=args.cap,
+        device=args.device,
+    )
+    pending = store.pending()
+    print(f"{suite.name}: {suite.n_blocks} blocks, {suite.n_blocks - len(pending)} already done in {store.location}")
+    _install_sigterm()
+    if not pending:
+        from hpc.store import consolidate
+
+        consolidate(store.root)
+        return store.read_counts()
+    with open_cluster(cluster_spec) as handle:
+        print(handle.description)
+        print(f"dask dashboard: {handle.dashboard_text}", flush=True)
+        return verify_distributed(
+            handle.client,
+            spec,
+            retries=args.retries,
+            resources=handle.task_resources,
+            progress=not args.no_progress,
+        )

@@ -1,0 +1,441 @@
+"""Dask clusters for block-parallel work (verification, ablation): embedded, existing scheduler, or SLURM.
+
+`ClusterSpec` says where to run; `open_cluster(spec)` is a context manager yielding a `ClusterHandle`
+(client, cluster, dashboard address, task resources) and closing whatever it started.
+
+- `local` (default): `LocalCluster(processes=True, threads_per_worker=1)`. On a CUDA machine one worker per
+  GPU, each seeing only its GPU (as cuda:0) through `CUDA_VISIBLE_DEVICES`, with a `GPU=1` resource; on CPU
+  `min(2, cores)` workers. Torch threads are set inside each worker process by a `WorkerPlugin`.
+- `scheduler`: join `tcp://HOST:PORT`; an unreachable address is one InputError line after `connect_timeout`.
+- `slurm`: a dask-jobqueue `SLURMCluster` from a profile TOML: the `[slurm]` table that `hpc.launch` reads
+  (partition, account, qos, time, mem, cpus_per_task, gpus_per_node, extra_sbatch, setup) plus an optional
+  `[dask]` table (see `DASK_KEYS` and hpc/profiles/dask_example.toml). GPU jobs hold one GPU and one worker
+  process each (`--gres=gpu:1`, worker `--resources GPU=1`); CPU jobs run `processes` single-threaded workers.
+  Workers get `--lifetime`/`--lifetime-stagger` so they retire, and the adaptive cluster replaces them, before
+  the walltime can kill a block mid-way: lifetime + stagger + margin = walltime. `job_script(spec)` renders the
+  job script without starting a scheduler or submitting anything (`--dry-run`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from distributed import WorkerPlugin
+
+from arith.errors import InputError
+
+CLUSTER_KINDS = ("local", "slurm", "scheduler")
+PLUGIN_NAME = "varith-torch-setup"
+
+# [dask] keys of a profile TOML and their defaults
+DASK_DEFAULTS: dict[str, Any] = {
+    "max_jobs": 16,  # upper bound on worker jobs (fewer when there are fewer blocks)
+    "adapt": True,  # adapt(1..jobs): workers that retire at --lifetime are replaced
+    "processes": None,  # CPU jobs: worker processes per job (default cpus_per_task, one thread each)
+    "lifetime_margin": None,  # free time at the end of the walltime for the last block (default 10%, 2-15 min)
+    "lifetime_stagger": None,  # +/- spread of the retirement times (default 5%, 1-5 min)
+    "interface": None,  # network interface for workers and scheduler, e.g. "ib0"
+    "scheduler_host": None,  # address the scheduler binds to (instead of the interface)
+    "death_timeout": 60,  # seconds a worker waits for an unreachable scheduler
+    "local_directory": None,  # worker scratch space, e.g. "$TMPDIR"
+    "log_directory": None,  # where the worker jobs' stdout/stderr go
+    "job_name": "varith-dask",
+    "python": None,  # interpreter on the compute nodes (default: this one)
+    "dashboard_address": ":8787",  # the scheduler's dashboard (a busy port falls back to a random one)
+}
+DASK_KEYS = tuple(DASK_DEFAULTS)
+
+
+@dataclass(frozen=True)
+class ClusterSpec:
+    """Where block tasks run. `n_tasks` (the blocks to do) bounds how many SLURM jobs are requested."""
+
+    kind: str = "local"
+    workers: int | None = None  # local: worker processes (default: one per GPU, else min(2, cores))
+    torch_threads: int | None = None  # per worker process (default: cores/workers locally, cores/processes on SLURM)
+    scheduler: str | None = None  # kind="scheduler": tcp://HOST:PORT
+    profile: str | None = None  # kind="slurm": TOML with [slurm] and optional [dask]
+    connect_timeout: float = 5.0
+    n_tasks: int | None = None
+    use_gpus: bool = True  # False: never hand GPUs to workers (e.g. --device cpu)
+    dashboard_address: str = ":0"
+
+    def __post_init__(self):
+        if self.kind not in CLUSTER_KINDS:
+            raise InputError(f"unknown cluster {self.kind!r} (expected {', '.join(CLUSTER_KINDS)})")
+        if self.kind == "scheduler" and not self.scheduler:
+            raise InputError("joining a cluster needs --scheduler tcp://HOST:PORT")
+        if self.kind == "slurm" and not self.profile:
+            raise InputError("--cluster slurm needs --profile FILE.toml (a [slurm] table, optionally [dask])")
+        if self.workers is not None and self.workers < 1:
+            raise InputError(f"--workers must be at least 1, got {self.workers}")
+        if self.torch_threads is not None and self.torch_threads < 1:
+            raise InputError(f"--torch-threads must be at least 1, got {self.torch_threads}")
+        if self.connect_timeout <= 0:
+            raise InputError("--connect-timeout must be positive")
+
+
+@dataclass
+class ClusterHandle:
+    client: Any
+    cluster: Any | None  # None when joined to an existing scheduler
+    description: str
+    dashboard: str  # "" when the scheduler serves no dashboard (bokeh not installed)
+    task_resources: dict[str, float] | None = None  # e.g. {"GPU": 1}: pass to client.map(resources=...)
+
+    @property
+    def dashboard_text(self) -> str:
+        return self.dashboard or "not served (install bokeh>=3.1 on the scheduler's machine for one)"
+
+
+def cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def visible_gpus() -> list[str]:
+    """GPU ids this process may hand out: CUDA_VISIBLE_DEVICES entries, else 0..device_count-1."""
+    try:
+        import torch
+
+        count = torch.cuda.device_count()
+    except Exception:
+        return []
+    if count == 0:
+        return []
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if env:
+        ids = [s.strip() for s in env.split(",") if s.strip()]
+        return ids[:count]
+    return [str(i) for i in range(count)]
+
+
+class TorchSetup(WorkerPlugin):
+    """WorkerPlugin: torch intra-op threads per worker process, and (local GPU clusters) one GPU per worker.
+
+    `gpus[i % len(gpus)]` goes to the worker named i (LocalCluster names workers 0..n-1); this runs in the worker
+    process before any task, so CUDA initialises seeing only that GPU, as cuda:0.
+    """
+
+    idempotent = False
+    name = PLUGIN_NAME
+
+    def __init__(self, threads: int | None, gpus: tuple[str, ...] = ()):
+        self.threads = threads
+        self.gpus = tuple(gpus)
+
+    def setup(self, worker=None):
+        if self.gpus and worker is not None:
+            try:
+                index = int(worker.name)
+            except (TypeError, ValueError):
+                index = abs(hash(str(worker.name)))
+            os.environ["CUDA_VISIBLE_DEVICES"] = self.gpus[index % len(self.gpus)]
+        if self.threads:
+            for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+                os.environ[var] = str(self.threads)
+            import torch
+
+            torch.set_num_threads(self.threads)
+
+
+def _plugin(threads: int | None, gpus: tuple[str, ...] = ()) -> TorchSetup:
+    return TorchSetup(threads, gpus)
+
+
+# ------------------------------------------------------------------------------------------------ profiles
+
+
+def _minutes(value: Any, what: str) -> float:
+    """Minutes from a number (minutes) or a duration like "10m", "90s", "1h"."""
+    if isinstance(value, bool):
+        raise InputError(f"{what}: expected minutes or a duration like '10m', got {value!r}")
+    if isinstance(value, int | float):
+        minutes = float(value)
+    else:
+        from dask.utils import parse_timedelta
+
+        try:
+            minutes = parse_timedelta(str(value), default="m") / 60.0
+        except (ValueError, KeyError):
+            raise InputError(f"{what}: expected minutes or a duration like '10m', got {value!r}") from None
+    if minutes < 0:
+        raise InputError(f"{what}: must not be negative, got {value!r}")
+    return minutes
+
+
+@dataclass(frozen=True)
+class DaskProfile:
+    """The `[dask]` table of a profile, checked."""
+
+    max_jobs: int = 16
+    adapt: bool = True
+    processes: int | None = None
+    lifetime_margin: float | None = None  # minutes
+    lifetime_stagger: float | None = None  # minutes
+    interface: str | None = None
+    scheduler_host: str | None = None
+    death_timeout: int = 60
+    local_directory: str | None = None
+    log_directory: str | None = None
+    job_name: str = "varith-dask"
+    python: str | None = None
+    dashboard_address: str = ":8787"
+
+    @classmethod
+    def from_dict(cls, raw: dict, where: str) -> DaskProfile:
+        unknown = sorted(set(raw) - set(DASK_KEYS))
+        if unknown:
+            raise InputError(f"{where} [dask]: unknown key(s) {', '.join(unknown)} (known: {', '.join(DASK_KEYS)})")
+        kw: dict[str, Any] = {}
+        for key, value in raw.items():
+            if key in ("max_jobs", "processes", "death_timeout"):
+                if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                    raise InputError(f"{where} [dask]: {key} must be a positive whole number, got {value!r}")
+                kw[key] = value
+            elif key == "adapt":
+                if not isinstance(value, bool):
+                    raise InputError(f"{where} [dask]: adapt must be true or false, got {value!r}")
+                kw[key] = value
+            elif key in ("lifetime_margin", "lifetime_stagger"):
+                kw[key] = _minutes(value, f"{where} [dask] {key}")
+            else:
+                if not isinstance(value, str) or not value:
+                    raise InputError(f"{where} [dask]: {key} must be a non-empty string, got {value!r}")
+                kw[key] = value
+        return cls(**kw)
+
+
+def load_profile(path: str | Path):
+    """(SlurmSettings from [slurm], DaskProfile from [dask]) of a profile TOML."""
+    from hpc.launch import load_profile as load_slurm
+
+    path = Path(path)
+    settings = load_slurm(path)  # InputError for a missing file, bad TOML, missing/unknown [slurm] keys
+    data = tomllib.loads(path.read_text())
+    raw = data.get("dask", {})
+    if not isinstance(raw, dict):
+        raise InputError(f"profile {path}: [dask] must be a table")
+    return settings, DaskProfile.from_dict(raw, f"profile {path}")
+
+
+def lifetimes(walltime_min: float, prof: DaskProfile) -> tuple[float, float]:
+    """(lifetime, stagger) in minutes with lifetime + stagger + margin = walltime."""
+    stagger = prof.lifetime_stagger if prof.lifetime_stagger is not None else min(5.0, max(1.0, 0.05 * walltime_min))
+    margin = prof.lifetime_margin if prof.lifetime_margin is not None else min(15.0, max(2.0, 0.10 * walltime_min))
+    lifetime = walltime_min - stagger - margin
+    if lifetime < 1.0 or lifetime - stagger < 0.5:
+        raise InputError(
+            f"walltime {walltime_min:g} min leaves no worker lifetime after stagger {stagger:g} min and margin "
+            f"{margin:g} min; ask for a longer time or smaller [dask] lifetime_margin/lifetime_stagger"
+        )
+    return lifetime, stagger
+
+
+def _hhmmss(minutes: int) -> str:
+    return f"{minutes // 60:02d}:{minutes % 60:02d}:00"
+
+
+def _duration(minutes: float) -> str:
+    return f"{max(1, int(round(minutes * 60)))}s"
+
+
+def slurm_cluster_kwargs(settings, prof: DaskProfile) -> dict[str, Any]:
+    """SLURMCluster keyword arguments from a [slurm] SlurmSettings and a DaskProfile."""
+    gpu = settings.gpus_per_node > 0
+    processes = 1 if gpu else (prof.processes or settings.cpus_per_task)
+    if processes > settings.cpus_per_task:
+        raise InputError(
+            f"[dask] processes {processes} exceeds cpus_per_task {settings.cpus_per_task} (one core per process)"
+        )
+    lifetime, stagger = lifetimes(settings.time_min, prof)
+    directives: list[str] = []
+    if settings.qos:
+        directives.append(f"--qos={settings.qos}")
+    if gpu:
+        directives.append("--gres=gpu:1")  # one GPU per worker job: the worker sees it as cuda:0
+    directives += list(settings.extra_sbatch)
+    worker_args = ["--lifetime", _duration(lifetime), "--lifetime-stagger", _duration(stagger)]
+    if gpu:
+        worker_args += ["--resources", "GPU=1"]
+    kw: dict[str, Any] = {
+        "queue": settings.partition,
+        "account": settings.account,
+        "cores": settings.cpus_per_task,
+        "processes": processes,
+        "memory": f"{settings.mem_gb:g}GiB",  # SLURM reads --mem=32G as GiB
+        "walltime": _hhmmss(settings.time_min),
+        "job_name": prof.job_name,
+        "job_extra_directives": directives,
+        "job_script_prologue": list(settings.setup),
+        "worker_extra_args": worker_args,
+        "death_timeout": prof.death_timeout,
+        "scheduler_options": {"dashboard_address": prof.dashboard_address},
+    }
+    if prof.interface:
+        kw["interface"] = prof.interface
+    if prof.scheduler_host:
+        kw["scheduler_options"]["host"] = prof.scheduler_host
+    if prof.local_directory:
+        kw["local_directory"] = prof.local_directory
+    if prof.log_directory:
+        kw["log_directory"] = prof.log_directory
+    if prof.python:
+        kw["python"] = prof.python
+    return kw
+
+
+def _threads_per_slurm_worker(settings, prof: DaskProfile) -> int:
+    if settings.gpus_per_node > 0:
+        return settings.cpus_per_task
+    return max(1, settings.cpus_per_task // (prof.processes or settings.cpus_per_task))
+
+
+def _slurm_jobs(settings, prof: DaskProfile, n_tasks: int | None) -> int:
+    per_job = 1 if settings.gpus_per_node > 0 else (prof.processes or settings.cpus_per_task)
+    wanted = math.ceil((n_tasks or prof.max_jobs * per_job) / per_job)
+    return max(1, min(prof.max_jobs, wanted))
+
+
+def job_script(spec: ClusterSpec) -> str:
+    """The worker job script `SLURMCluster.job_script()` gives, without starting a scheduler or submitting."""
+    import asyncio
+
+    from dask_jobqueue import SLURMCluster
+
+    settings, prof = load_profile(spec.profile)
+    kw = slurm_cluster_kwargs(settings, prof)
+
+    async def render() -> str:
+        # asynchronous=True: the cluster object is built (and validates its arguments) but never started
+        cluster = SLURMCluster(asynchronous=True, **kw)
+        try:
+            return cluster.job_script()
+        finally:
+            await cluster.close()
+
+    try:
+        return asyncio.run(render())
+    except ValueError as exc:
+        raise InputError(f"profile {spec.profile}: {str(exc).splitlines()[0]}") from None
+
+
+def describe_slurm_plan(spec: ClusterSpec) -> str:
+    settings, prof = load_profile(spec.profile)
+    jobs = _slurm_jobs(settings, prof, spec.n_tasks)
+    lifetime, stagger = lifetimes(settings.time_min, prof)
+    how = f"adapt 1..{jobs} jobs" if prof.adapt else f"{jobs} jobs"
+    return (
+        f"SLURM {how} on partition {settings.partition or '(default)'}, walltime {_hhmmss(settings.time_min)}, "
+        f"worker lifetime {lifetime:.1f} +/- {stagger:.1f} min"
+    )
+
+
+# ------------------------------------------------------------------------------------------------ clusters
+
+
+def _dashboard(obj) -> str:
+    try:
+        return obj.dashboard_link or ""
+    except Exception:
+        return ""
+
+
+def connect(address: str, timeout: float):
+    """A Client on an existing scheduler, or one InputError line."""
+    from distributed import Client
+
+    if "://" not in address:
+        address = f"tcp://{address}"
+    quiet = [logging.getLogger(n) for n in ("distributed", "distributed.client", "distributed.comm")]
+    levels = [lg.level for lg in quiet]
+    for lg in quiet:
+        lg.setLevel(logging.CRITICAL)
+    try:
+        return Client(address, timeout=timeout, set_as_default=False)
+    except Exception as exc:  # OSError (refused, timed out), garbage from a non-Dask peer, a bad address
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise InputError(f"scheduler {address}: unreachable ({reason})") from None
+    finally:
+        for lg, level in zip(quiet, levels, strict=True):
+            lg.setLevel(level)
+
+
+@contextlib.contextmanager
+def open_cluster(spec: ClusterSpec):
+    """Start (or join) the cluster of `spec`; yields a ClusterHandle; closes what it started."""
+    from distributed import Client
+
+    if spec.kind == "scheduler":
+        client = connect(spec.scheduler, spec.connect_timeout)
+        try:
+            if spec.torch_threads:
+                client.register_plugin(_plugin(spec.torch_threads))
+            n = len(client.scheduler_info().get("workers", {}))
+            yield ClusterHandle(client, None, f"scheduler {client.scheduler.address} ({n} workers now)", _dashboard(client))
+        finally:
+            client.close()
+        return
+
+    if spec.kind == "slurm":
+        from dask_jobqueue import SLURMCluster
+
+        settings, prof = load_profile(spec.profile)
+        kw = slurm_cluster_kwargs(settings, prof)
+        jobs = _slurm_jobs(settings, prof, spec.n_tasks)
+        cluster = SLURMCluster(**kw)
+        try:
+            if prof.adapt:
+                cluster.adapt(minimum_jobs=1, maximum_jobs=jobs)
+            else:
+                cluster.scale(jobs=jobs)
+            with Client(cluster, set_as_default=False) as client:
+                client.register_plugin(_plugin(spec.torch_threads or _threads_per_slurm_worker(settings, prof)))
+                yield ClusterHandle(
+                    client,
+                    cluster,
+                    describe_slurm_plan(spec),
+                    _dashboard(cluster),
+                    {"GPU": 1} if settings.gpus_per_node > 0 else None,
+                )
+        finally:
+            cluster.close()
+        return
+
+    from distributed import LocalCluster
+
+    gpus = tuple(visible_gpus()) if spec.use_gpus else ()
+    n_workers = spec.workers or (len(gpus) if gpus else min(2, cpu_count()))
+    threads = spec.torch_threads or max(1, cpu_count() // n_workers)
+    kwargs: dict[str, Any] = {}
+    if gpus:
+        kwargs["resources"] = {"GPU": 1}
+    cluster = LocalCluster(
+        n_workers=n_workers,
+        threads_per_worker=1,
+        processes=True,
+        dashboard_address=spec.dashboard_address,
+        **kwargs,
+    )
+    try:
+        with Client(cluster, set_as_default=False) as client:
+            client.register_plugin(_plugin(threads, gpus))
+            what = f"{len(gpus)} GPUs, " if gpus else ""
+            yield ClusterHandle(
+                client,
+                cluster,
+                f"local cluster: {n_workers} worker processes ({what}{threads} torch threads each)",
+                _dashboard(cluster),
+                {"GPU": 1} if gpus else None,
+            )
+    finally:
+        cluster.close()

@@ -1,0 +1,342 @@
+"""`varith verify` through Dask: real LocalClusters, the Zarr store, faults, the SLURM job script, bad input.
+
+The distributed result must equal `verify_in_process` (the single-process reference) exactly, including after a
+worker process is killed mid-run and after the driver is stopped and run again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from tests.conftest import REPO, assert_one_line_error
+from tests.conftest import varith as _varith
+
+from analysis.accuracy import accuracy_report
+from arith.errors import InputError
+from arith.files import sha256_file
+from arith.verify import ExhaustiveSuite, RandomSuite, evaluate_block
+from arith.vocab import ADD, SUB
+from arith.weights import load_model, model_info
+from hpc.cluster import ClusterSpec, job_script, lifetimes, load_profile, open_cluster
+from hpc.store import make_fingerprint, prepare_suite
+from jobs.verify import TaskSpec, verify_distributed, verify_in_process
+
+def varith(*args: str) -> subprocess.CompletedProcess:
+    """`python -m jobs verify ARGS`."""
+    return _varith("verify", *args)
+
+
+TINY = "add_d2_l1_h2_t1K_s000001"  # random weights, d_model 16: every question fails, so examples get stored
+MIXED = "mix_d2_l1_h2_t1K_s000002"  # addition and subtraction
+
+
+def make_random_model(root: Path, name: str, d_model: int = 16, d_head: int = 4, seed: int = 0) -> Path:
+    """Random-weight weights + train json (the shape comes from the json, as for a trained model)."""
+    from arith.model import Transformer
+    from arith.train import TrainConfig, config_record
+    from arith.weights import save_weights
+
+    cfg = TrainConfig(name, d_model=d_model, d_head=d_head)
+    run = root / name
+    run.mkdir(parents=True, exist_ok=True)
+    model = Transformer(cfg.shape)
+    model.reset_parameters(torch.Generator().manual_seed(seed))
+    save_weights(model, run / f"{name}.pth")
+    (run / f"{name}_train.json").write_text(json.dumps({"Config": config_record(cfg)}))
+    return run / f"{name}.pth"
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    return make_random_model(tmp_path_factory.mktemp("tiny"), TINY)
+
+
+@pytest.fixture(scope="module")
+def mixed(tmp_path_factory) -> Path:
+    return make_random_model(tmp_path_factory.mktemp("mixed"), MIXED, d_model=32, d_head=8, seed=3)
+
+
+@pytest.fixture(scope="module")
+def cluster2():
+    """A real 2-worker LocalCluster (processes, one thread each) from the cluster factory."""
+    with open_cluster(ClusterSpec(kind="local", workers=2, torch_threads=1)) as handle:
+        yield handle
+
+
+def task_spec(weights: Path, suite, store_root: Path, fresh: bool = False, mode: str = "reference") -> TaskSpec:
+    shape, _n, _cfg = model_info(weights)
+    sha = sha256_file(weights)
+    fp = make_fingerprint(sha, suite.fingerprint(), mode, "fp32", 16)
+    store = prepare_suite(store_root, suite.name, fp, suite.n_blocks, suite.n_digits, 16, fresh=fresh)
+    return TaskSpec(str(weights.resolve()), sha, shape, suite, store, mode=mode)
+
+
+def reference_report(weights: Path, suite, mode: str = "reference") -> dict:
+    shape, _n, _cfg = model_info(weights)
+    counts = verify_in_process(load_model(weights, shape), suite, mode, progress=False)
+    return accuracy_report(counts, suite, weights.stem, extra={"weights_sha256": sha256_file(weights), "mode": mode})
+
+
+def dask_report(spec: TaskSpec, counts, weights: Path) -> dict:
+    return accuracy_report(counts, spec.suite, weights.stem, extra={"weights_sha256": spec.weights_sha256, "mode": spec.mode})
+
+
+# ------------------------------------------------------------------------------------------------ equality
+
+
+def test_exhaustive_demo_model_two_workers_equals_in_process(demo_model, cluster2, tmp_path):
+    suite = ExhaustiveSuite(2, (ADD,), block_size=500)  # 20 blocks over 2 workers
+    spec = task_spec(demo_model, suite, tmp_path / "demo.zarr")
+    counts = verify_distributed(cluster2.client, spec, progress=False)
+    report = dask_report(spec, counts, demo_model)
+    assert report == reference_report(demo_model, suite)
+    assert report["tested"] == 10_000 and "every one of the 10,000" in report["exhaustive"]
+    assert len(cluster2.client.scheduler_info()["workers"]) == 2
+
+
+def test_exhaustive_mixed_ops_with_failures_equals_in_process(mixed, cluster2, tmp_path):
+    """Random weights: thousands of failures, capped examples per block, ADD/SUB/NEG rows all exercised."""
+    suite = ExhaustiveSuite(2, (ADD, SUB), block_size=700)
+    spec = task_spec(mixed, suite, tmp_path / "mixed.zarr", mode="exact")
+    counts = verify_distributed(cluster2.client, spec, progress=False)
+    report = dask_report(spec, counts, mixed)
+    ref = reference_report(mixed, suite, mode="exact")
+    assert report == ref
+    assert set(report["by_operation"]) == {"ADD", "SUB", "NEG"}
+    assert report["failed"] > 1000 and len(report["failures"]) == 100
+
+
+def test_million_random_questions(tiny, cluster2, tmp_path):
+    suite = RandomSuite(2, (ADD,), 1_000_000)  # 50 blocks of 20,000
+    spec = task_spec(tiny, suite, tmp_path / "million.zarr")
+    t0 = time.perf_counter()
+    counts = verify_distributed(cluster2.client, spec, progress=False)
+    elapsed = time.perf_counter() - t0
+    report = dask_report(spec, counts, tiny)
+    assert report["tested"] == 1_000_000 and report["by_operation"]["ADD"]["tested"] == 1_000_000
+    assert report["nines"] == {"+": "fewer than two 9s"}  # random weights fail everything
+    assert spec.store.done_mask().all()
+    # spot-check two blocks against the kernel called directly
+    model = load_model(tiny, spec.shape)
+    for k in (0, 49):
+        direct = evaluate_block(model, suite, k)
+        assert int(spec.store._array("tested", "r")[k].sum()) == int(direct.tested.sum())
+        np.testing.assert_array_equal(spec.store._array("failed", "r")[k], direct.failed)
+    import zarr
+
+    consolidated = zarr.open_group(spec.store.root, mode="r", use_consolidated=True)  # written once, at the end
+    assert consolidated["verify/random/done"].shape == (50,)
+    assert elapsed < 60
+
+
+# ------------------------------------------------------------------------------------------------ faults
+
+
+def test_worker_killed_mid_run_loses_and_double_counts_nothing(tiny, tmp_path):
+    suite = RandomSuite(2, (ADD,), 400_000, seed=7, block_size=10_000)  # 40 blocks
+    spec = task_spec(tiny, suite, tmp_path / "kill.zarr")
+    killed: list[int] = []
+    with open_cluster(ClusterSpec(kind="local", workers=2, torch_threads=1)) as handle:
+        client = handle.client
+        pids = client.run(os.getpid)
+
+        def kill_one(done: int) -> None:
+            if done == 4 and not killed:
+                busy = [addr for addr, keys in client.processing().items() if keys and addr in pids]
+                victim = busy[0] if busy else next(iter(pids))
+                os.kill(pids[victim], signal.SIGKILL)
+                killed.append(pids[victim])
+
+        counts = verify_distributed(client, spec, progress=False, on_block=kill_one)
+        assert killed, "no worker was killed"
+        assert killed[0] not in client.run(os.getpid).values()  # the nanny started a fresh process
+    report = dask_report(spec, counts, tiny)
+    assert report == reference_report(tiny, suite)
+    assert report["tested"] == 400_000
+
+
+def test_driver_stopped_and_rerun_gives_identical_result(tiny, cluster2, tmp_path):
+    suite = RandomSuite(2, (ADD,), 300_000, seed=11, block_size=10_000)  # 30 blocks
+    root = tmp_path / "restart.zarr"
+    spec = task_spec(tiny, suite, root)
+    assert verify_distributed(cluster2.client, spec, progress=False, max_blocks=5) is None
+    done_first = int(spec.store.done_mask().sum())
+    assert 5 <= done_first < 30
+    ran = []
+    spec2 = task_spec(tiny, suite, root)  # a new driver: the same store is accepted, done blocks are skipped
+    counts = verify_distributed(cluster2.client, spec2, progress=False, on_block=ran.append)
+    assert 0 < len(ran) <= 30 - done_first  # (tasks still running at the stop may have finished meanwhile)
+    assert dask_report(spec2, counts, tiny) == reference_report(tiny, suite)
+
+
+def test_driver_interrupted_from_the_command_line_then_rerun(mixed, tmp_path):
+    out_a, out_b, store = tmp_path / "a.json", tmp_path / "b.json", tmp_path / "cli.zarr"
+    common = [str(mixed), "--questions", "300000", "--block-size", "5000", "--ops", "add", "--store", str(store),
+              "--no-progress"]
+    cmd = [sys.executable, "-m", "jobs", "verify", *common, "--workers", "1", "--out", str(out_a)]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    done = store / "verify" / "random" / "done" / "c"
+    deadline = time.time() + 90
+    while time.time() < deadline and proc.poll() is None and not (done.is_dir() and len(os.listdir(done)) >= 2):
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.communicate()
+    proc.send_signal(signal.SIGINT)
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert not out_a.exists()
+    n_done = len(os.listdir(done))
+    assert 2 <= n_done < 60
+    again = varith(*common, "--workers", "2", "--out", str(out_a))
+    assert again.returncode == 0, again.stderr
+    assert f"{n_done} already done" in again.stdout
+    single = varith(*common[:7], "--cluster", "none", "--out", str(out_b), "--no-progress")
+    assert single.returncode == 0, single.stderr
+    assert json.loads(out_a.read_text()) == json.loads(out_b.read_text())
+    assert out_a.read_bytes() == out_b.read_bytes()
+
+
+# ------------------------------------------------------------------------------------------------ the store
+
+
+def test_store_rewrite_is_byte_identical_and_refuses_other_settings(tiny, tmp_path):
+    suite = RandomSuite(2, (ADD,), 3000, block_size=1000)
+    spec = task_spec(tiny, suite, tmp_path / "s.zarr")
+    model = load_model(tiny, spec.shape)
+    counts = evaluate_block(model, suite, 1)
+    spec.store.write_block(1, counts)
+    files = sorted(p for p in Path(spec.store.location).rglob("*") if p.is_file())
+    before = {p: p.read_bytes() for p in files}
+    spec.store.write_block(1, evaluate_block(model, suite, 1))  # a re-executed task
+    assert {p: p.read_bytes() for p in files} == before
+    assert spec.store.pending() == [0, 2]
+    # zero rows are not written (write_empty_chunks=False): only `done` says a block is complete
+    assert (Path(spec.store.location) / "done" / "c" / "1").is_file()
+
+    other_seed = RandomSuite(2, (ADD,), 3000, seed=1, block_size=1000)
+    with pytest.raises(InputError, match="other settings.*seed"):
+        task_spec(tiny, other_seed, tmp_path / "s.zarr")
+    fp = make_fingerprint("0" * 64, suite.fingerprint(), "reference", "fp32", 16)
+    with pytest.raises(InputError, match="other weights"):
+        prepare_suite(tmp_path / "s.zarr", suite.name, fp, suite.n_blocks, 2, 16)
+    fresh = prepare_suite(tmp_path / "s.zarr", suite.name, fp, suite.n_blocks, 2, 16, fresh=True)
+    assert fresh.pending() == [0, 1, 2]
+
+
+# ------------------------------------------------------------------------------------------------ SLURM
+
+
+def _profile(tmp_path: Path, slurm: str, dask: str = "") -> Path:
+    path = tmp_path / "profile.toml"
+    path.write_text(f"[slurm]\n{slurm}\n" + (f"\n[dask]\n{dask}\n" if dask else ""))
+    return path
+
+
+def test_slurm_dry_run_prints_the_job_script_and_submits_nothing(tiny, tmp_path):
+    profile = _profile(
+        tmp_path,
+        'partition = "gpu"\naccount = "arith"\nqos = "normal"\ntime = "02:00:00"\nmem = "32G"\n'
+        'cpus_per_task = 8\ngpus_per_node = 1\nsetup = ["module load cuda"]\nextra_sbatch = ["--constraint=a100"]',
+        'interface = "ib0"\nmax_jobs = 4\nlifetime_margin = "10m"\nlifetime_stagger = "4m"',
+    )
+    store = tmp_path / "never.zarr"
+    r = varith(str(tiny), "--questions", "100000", "--cluster", "slurm", "--profile", str(profile), "--dry-run",
+               "--store", str(store))
+    assert r.returncode == 0, r.stderr
+    script = r.stdout
+    for line in ("#SBATCH -p gpu", "#SBATCH -A arith", "#SBATCH --cpus-per-task=8", "#SBATCH --mem=32G",
+                 "#SBATCH -t 02:00:00", "#SBATCH --gres=gpu:1", "#SBATCH --qos=normal",
+                 "#SBATCH --constraint=a100", "module load cuda"):
+        assert line in script, line
+    assert "--resources GPU=1" in script and "--interface ib0" in script and "--nthreads 8" in script
+    lifetime = int(re.search(r"--lifetime (\d+)s", script).group(1))
+    stagger = int(re.search(r"--lifetime-stagger (\d+)s", script).group(1))
+    assert lifetime + stagger + 600 == 2 * 3600  # retire (at the latest) 10 min before the walltime
+    assert "adapt 1..4 jobs" in script
+    assert not store.exists()
+
+
+def test_slurm_cpu_profile_one_thread_per_worker_process(tmp_path):
+    profile = _profile(tmp_path, 'partition = "cpu"\ntime = 30\nmem = "8G"\ncpus_per_task = 4\ngpus_per_node = 0')
+    settings, prof = load_profile(profile)
+    assert lifetimes(settings.time_min, prof) == (30 - 1.5 - 3.0, 1.5)
+    script = job_script(ClusterSpec(kind="slurm", profile=str(profile)))
+    assert "--nthreads 1" in script and "--nworkers 4" in script and "gres" not in script
+    with pytest.raises(InputError, match="unknown key"):
+        load_profile(_profile(tmp_path, 'partition = "x"\ntime = 5\nmem = 1\ncpus_per_task = 1\ngpus_per_node = 0',
+                              "lifetime = 3"))
+    with pytest.raises(InputError, match="no worker lifetime"):
+        lifetimes(3, prof)
+
+
+@pytest.mark.slurm
+def test_real_slurm_cluster(tiny, tmp_path):
+    """dask-jobqueue workers as jobs on the local single-node SLURM (hpc/slurm_local.sh)."""
+    if not shutil.which("sbatch") or not shutil.which("sinfo"):
+        pytest.skip("no SLURM here (sbatch/sinfo absent)")
+    state = subprocess.run(["sinfo", "-h", "-o", "%a"], capture_output=True, text=True, timeout=10)
+    if state.returncode != 0 or "up" not in state.stdout:
+        pytest.skip("no SLURM controller answering")
+    profile = _profile(
+        tmp_path,
+        'partition = "debug"\ntime = 10\nmem = "2G"\ncpus_per_task = 1\ngpus_per_node = 0',
+        f'interface = "lo"\nmax_jobs = 2\nlog_directory = "{tmp_path / "logs"}"',
+    )
+    out = tmp_path / "acc.json"
+    args = [str(tiny), "--questions", "60000", "--block-size", "10000", "--store", str(tmp_path / "s.zarr")]
+    r = subprocess.run([sys.executable, "-m", "jobs", "verify", *args, "--cluster", "slurm", "--profile", str(profile),
+                        "--out", str(out), "--no-progress"], cwd=REPO, capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, r.stderr
+    ref = tmp_path / "ref.json"
+    assert varith(*args[:5], "--cluster", "none", "--out", str(ref), "--no-progress").returncode == 0
+    assert out.read_bytes() == ref.read_bytes()
+
+
+# ------------------------------------------------------------------------------------------------ bad input
+
+
+def test_missing_weights(tmp_path):
+    r = varith(str(tmp_path / f"{TINY}.pth"), "--questions", "1000")
+    assert_one_line_error(r, "no such file")
+
+
+def test_weights_of_another_shape(tiny, tmp_path):
+    other = make_random_model(tmp_path, TINY, d_model=32, d_head=8)  # the train json says 32 ...
+    shutil.copy(tiny, other)  # ... the weights are d_model 16
+    r = varith(str(other), "--questions", "1000", "--store", str(tmp_path / "x.zarr"))
+    assert_one_line_error(r, "shape", "expected")
+    assert not (tmp_path / "x.zarr").exists()
+
+
+def test_unreachable_scheduler(tiny, tmp_path):
+    t0 = time.perf_counter()
+    r = varith(str(tiny), "--questions", "1000", "--scheduler", "tcp://127.0.0.1:9", "--connect-timeout", "1",
+               "--store", str(tmp_path / "x.zarr"))
+    assert_one_line_error(r, "scheduler tcp://127.0.0.1:9", "unreachable")
+    assert time.perf_counter() - t0 < 30
+
+
+def test_store_from_other_weights(tiny, tmp_path):
+    suite = RandomSuite(2, (ADD,), 1000)
+    fp = make_fingerprint("f" * 64, suite.fingerprint(), "reference", "fp32", 16)
+    prepare_suite(tmp_path / "other.zarr", suite.name, fp, suite.n_blocks, 2, 16)
+    r = varith(str(tiny), "--questions", "1000", "--store", str(tmp_path / "other.zarr"))
+    assert_one_line_error(r, "other weights", "--fresh")
+
+
+def test_bad_profile_and_flag_combinations(tiny, tmp_path):
+    r = varith(str(tiny), "--questions", "1000", "--cluster", "slurm", "--profile", str(tmp_path / "nope.toml"),
+               "--dry-run")
+    assert_one_line_error(r, "nope.toml", "no such file")
+    r = varith(str(tiny), "--questions", "1000", "--cluster", "slurm", "--scheduler", "tcp://127.0.0.1:9")
+    assert_one_line_error(r, "--scheduler")
