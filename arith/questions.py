@@ -104,14 +104,39 @@ def make_batch(rng: np.random.Generator, n: int, op: int, size: int, enrich: str
     return x, y, np.full(size, op, dtype=np.uint8)
 
 
-def training_batch(seed: int, step: int, n: int, mix: OpMix, size: int = 64, enrich: str = ENRICH_CURRENT):
+def training_batch(
+    seed: int,
+    step: int,
+    n: int,
+    mix: OpMix,
+    size: int = 64,
+    enrich: str = ENRICH_CURRENT,
+    within_batch: bool = False,
+):
     """The whole global batch of one training step, drawn from (seed, "train", step) alone.
 
     Every DDP rank draws the same global batch and takes its own slice, so the data is independent of the
     world size and a resumed run sees exactly the batches an uninterrupted one would.
+    `within_batch` mixes operations inside the batch (the reference's GrokFast generator, spec 3.3).
     """
     rng = rng_for(seed, "train", step)
+    if within_batch:
+        return mixed_batch(rng, n, mix, size, enrich)
     return make_batch(rng, n, mix.draw(rng), size, enrich)
+
+
+def mixed_batch(rng: np.random.Generator, n: int, mix: OpMix, size: int, enrich: str = ENRICH_CURRENT):
+    """One batch holding every operation: `size*sub//100` subtraction rows, `size*mul//100` multiplication
+    rows and the rest addition, each part drawn (and enriched) as a batch of its own, in that order."""
+    n_sub = size * mix.sub // 100
+    n_mul = size * mix.mul // 100
+    parts = [make_batch(rng, n, ADD, size, enrich)]
+    parts[0] = tuple(a[: size - n_sub - n_mul] for a in parts[0])
+    if n_sub:
+        parts.append(tuple(a[:n_sub] for a in make_batch(rng, n, SUB, size, enrich)))
+    if n_mul:
+        parts.append(tuple(a[:n_mul] for a in make_batch(rng, n, MUL, size, enrich)))
+    return tuple(np.concatenate(p) for p in zip(*parts, strict=True))
 
 
 def random_block(

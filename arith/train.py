@@ -262,6 +262,7 @@ def train(
     shape = cfg.shape
     layout = Layout(mn.n_digits)
     mix = cfg.op_mix
+    within_batch = mn.grokfast and len(mix.ops) > 1  # the reference's GrokFast generator mixes inside a batch
 
     accelerator = _make_accelerator(cfg.precision)
     world, rank = accelerator.num_processes, accelerator.process_index
@@ -321,7 +322,7 @@ def train(
 
     while state.step < end:
         step = state.step
-        x, y, op = training_batch(mn.seed, step, mn.n_digits, mix, cfg.batch_size, cfg.enrich)
+        x, y, op = training_batch(mn.seed, step, mn.n_digits, mix, cfg.batch_size, cfg.enrich, within_batch)
         tokens = torch.from_numpy(encode(x[rows], y[rows], op[rows])).to(accelerator.device, non_blocking=True)
         logits = model(tokens, logit_positions=layout.predict_slice)
         loss = answer_nll(logits, tokens[:, ans]).mean()

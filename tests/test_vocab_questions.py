@@ -142,3 +142,9 @@ def test_exhaustive_enumeration_covers_every_pair_once():
     pairs = x.astype(int) @ [10, 1] * 100 + y.astype(int) @ [10, 1]
     assert sorted(pairs.tolist()) == list(range(10_000))
     assert len(exhaustive_block(2, SUB, 9990, 20_000)[0]) == 10  # the last block is short
+
+
+def test_grokfast_generator_mixes_operations_inside_a_batch():
+    x, y, op = training_batch(5, 0, 6, OpMix(add=20, sub=30, mul=50), size=64, within_batch=True)
+    assert len(op) == 64
+    assert (op[:13] == ADD).all() and (op[13:32] == SUB).all() and (op[32:] == MUL).all()
