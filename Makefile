@@ -13,8 +13,9 @@ PROFILE ?=
 MODEL ?=
 QUESTIONS ?= 1000000
 PYTEST_ARGS ?=
+SWEEP_ARGS ?=
 
-.PHONY: setup demo test bench sweep status verify lint clean oracle
+.PHONY: setup demo test bench sweep status verify lint clean oracle slurm-up slurm-down
 
 setup: $(VENV)/.installed
 
@@ -37,7 +38,7 @@ bench: setup
 	$(BIN)/python -m bench
 
 sweep: setup
-	$(BIN)/varith sweep --seeds $(SEEDS) --archs $(ARCHS) --cluster $(CLUSTER) --runs-dir $(RUNS) $(if $(PROFILE),--profile $(PROFILE),)
+	$(BIN)/varith sweep --seeds $(SEEDS) --archs $(ARCHS) --cluster $(CLUSTER) --runs-dir $(RUNS) $(if $(PROFILE),--profile $(PROFILE),) $(SWEEP_ARGS)
 
 status: setup
 	$(BIN)/varith status --runs-dir $(RUNS)
@@ -60,3 +61,10 @@ oracle: setup
 	  $(ORACLE_VENV)/bin/pip install -q $(TORCH_SPEC) 'transformer_lens>=2,<3' 'datasets<3' 'pyarrow<16' pytest && \
 	  touch $(ORACLE_VENV)/.installed; fi
 	PYTHONPATH=$(CURDIR) $(ORACLE_VENV)/bin/python -m pytest -q -p no:cacheprovider "tests/test_model.py::test_transformer_lens_gives_the_same_logits" -rs
+
+# a real single-node SLURM on this machine (root; Debian packages), for the tests marked `slurm`
+slurm-up:
+	bash hpc/slurm_local.sh start
+
+slurm-down:
+	bash hpc/slurm_local.sh stop

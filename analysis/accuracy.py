@@ -131,7 +131,9 @@ def format_table(report: dict) -> str:
     lines = [f"{report['model']}: {report['tested']:,} questions, {report['failed']:,} failed"]
     for qname, classes in report["by_class"].items():
         op = report["by_operation"][qname]
-        lines.append(f"  {qname}: {op['tested']:,} tested, {op['failed']:,} failed, accuracy {100 * op['accuracy']:.4f}%")
+        lines.append(
+            f"  {qname}: {op['tested']:,} tested, {op['failed']:,} failed, accuracy {100 * op['accuracy']:.4f}%"
+        )
         for cname, c in classes.items():
             acc = 100.0 * (1 - c["failed"] / c["tested"])
             lines.append(f"    {cname:>4}: {c['tested']:>10,} tested {c['failed']:>8,} failed  {acc:8.4f}%")

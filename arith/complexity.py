@@ -49,9 +49,7 @@ def _as_grids(x, y, op) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     y = np.asarray(y)
     op = np.asarray(op)
     if x.ndim != 2 or x.shape != y.shape:
-        raise InputError(
-            f"operands must be digit grids of the same shape [N, n], got {x.shape} and {y.shape}"
-        )
+        raise InputError(f"operands must be digit grids of the same shape [N, n], got {x.shape} and {y.shape}")
     if op.shape != (x.shape[0],):
         raise InputError(f"op must have shape [{x.shape[0]}], got {op.shape}")
     if x.shape[1] < 1:
@@ -211,6 +209,4 @@ def code_of(name: str) -> int:
     try:
         return CLASS_INDEX[name]
     except KeyError:
-        raise InputError(
-            f"unknown complexity class {name!r} (expected one of {', '.join(CLASSES)})"
-        ) from None
+        raise InputError(f"unknown complexity class {name!r} (expected one of {', '.join(CLASSES)})") from None

@@ -12,7 +12,7 @@ PRECISIONS = ("fp32", "bf16")
 
 
 def choose_device(name: str = "auto") -> torch.device:
-    """"auto" -> cuda:0 (the one GPU a worker/task sees) when CUDA is present, else cpu."""
+    """ "auto" -> cuda:0 (the one GPU a worker/task sees) when CUDA is present, else cpu."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():

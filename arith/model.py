@@ -143,7 +143,8 @@ class _MLP(nn.Module):
 
     def forward(self, x, hook_post: Hook | None):
         B, P, d = x.shape
-        post = torch.relu(torch.addmm(self.b_in, x.reshape(B * P, d), self.W_in))
+        # in place: addmm's backward does not need its output, and relu's backward uses its own output
+        post = torch.relu_(torch.addmm(self.b_in, x.reshape(B * P, d), self.W_in))
         if hook_post is not None:
             post = _apply(hook_post, post.view(B, P, -1)).reshape(B * P, -1)
         return torch.addmm(self.b_out, post, self.W_out).view(B, P, d)

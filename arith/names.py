@@ -139,8 +139,7 @@ def parse_name(text: str) -> ModelName:
     elif steps >= 1000:
         hint = f"write t{steps // 1000}K for whole thousands" if steps % 1000 == 0 else "_t300"
         raise InputError(
-            f"model name {text!r}: steps without K must be below 1000 ({hint}); "
-            "larger counts are _t<thousands>K"
+            f"model name {text!r}: steps without K must be below 1000 ({hint}); larger counts are _t<thousands>K"
         )
     n_digits = int(m["d"])
     if n_digits > MAX_DIGITS:
@@ -199,9 +198,7 @@ def _diagnose(text: str) -> str:
         if rest == "gf":
             return "'_gf' must come before the seed (..._t15K_gf_s372001)"
         return f"unexpected trailing part {rest!r} after the seed"
-    return (
-        "does not match [insN_]<op>_d<D>_l<L>_h<H>_t<T>K[_gf]_s<SEED>"  # not reached for names split as above
-    )
+    return "does not match [insN_]<op>_d<D>_l<L>_h<H>_t<T>K[_gf]_s<SEED>"  # not reached for names split as above
 
 
 def _value_problem(letter: str, value: str) -> str | None:

@@ -104,9 +104,7 @@ def _add_pattern(rng: np.random.Generator, level: int, w: int) -> tuple[np.ndarr
     return a, b
 
 
-def _sub_digits(
-    rng: np.random.Generator, kinds: np.ndarray, zero_share: float
-) -> tuple[np.ndarray, np.ndarray]:
+def _sub_digits(rng: np.random.Generator, kinds: np.ndarray, zero_share: float) -> tuple[np.ndarray, np.ndarray]:
     w = len(kinds)
     a = np.empty(w, np.uint8)
     b = np.empty(w, np.uint8)
@@ -168,9 +166,7 @@ def _neg_pattern(rng: np.random.Generator, level: int, w: int) -> tuple[np.ndarr
         _chain_breaks(kinds, _LT, _EQ, _GT, chain, skip=k)
     top = _top_unequal(kinds)
     if kinds[top] == _GT:
-        kinds[top] = (
-            _LT  # make the answer negative (classify rejects the rare case where this lengthens a run)
-        )
+        kinds[top] = _LT  # make the answer negative (classify rejects the rare case where this lengthens a run)
     a, b = _sub_digits(rng, kinds, zero_share=0.4)
     if a[w - 1] == 0 and b[w - 1] == 0:
         a[w - 1] = b[w - 1] = rng.integers(1, 10)  # column w-1 is 0-0 only if it is _EQ
@@ -190,9 +186,7 @@ def _resolve_counts(per_class: int | Mapping[str, int]) -> dict[str, int]:
     if isinstance(per_class, Mapping):
         unknown = sorted(set(per_class) - set(CLASSES))
         if unknown:
-            raise InputError(
-                f"per_class names unknown classes {unknown} (expected some of {', '.join(CLASSES)})"
-            )
+            raise InputError(f"per_class names unknown classes {unknown} (expected some of {', '.join(CLASSES)})")
         counts = {c: int(per_class.get(c, 0)) for c in CLASSES}
     else:
         counts = dict.fromkeys(CLASSES, int(per_class))
@@ -201,9 +195,7 @@ def _resolve_counts(per_class: int | Mapping[str, int]) -> dict[str, int]:
     return counts
 
 
-def _class_examples(
-    name: str, n: int, want: int, rng: np.random.Generator
-) -> list[tuple[np.ndarray, np.ndarray, int]]:
+def _class_examples(name: str, n: int, want: int, rng: np.random.Generator) -> list[tuple[np.ndarray, np.ndarray, int]]:
     """Up to `want` distinct n-digit questions that classify() puts in class `name`, literals first."""
     index = CLASS_INDEX[name]
     seen: set[bytes] = set()
@@ -341,9 +333,7 @@ def _first_unique(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.sort(first)
 
 
-def tricase(
-    n_digits: int, seed: int = 0, per_case: int = 100
-) -> dict[tuple[int, int], tuple[np.ndarray, ...]]:
+def tricase(n_digits: int, seed: int = 0, per_case: int = 100) -> dict[tuple[int, int], tuple[np.ndarray, ...]]:
     """Tricase questions (spec section 6.4): for each answer digit d in 0..n-1 and op in (ADD, SUB),
     `per_case` distinct questions for each of the cases 8, 9 and 10 at digit d.
 

@@ -346,7 +346,13 @@ def train(
                 t_last = time.monotonic()
                 atomic_write_json(
                     out_dir / "progress.json",
-                    {"name": cfg.name, "step": done, "steps": steps, "loss": state.losses[done - 1], "steps_per_s": rate},
+                    {
+                        "name": cfg.name,
+                        "step": done,
+                        "steps": steps,
+                        "loss": state.losses[done - 1],
+                        "steps_per_s": rate,
+                    },
                 )
         if done % cfg.checkpoint_every == 0 or (done == end and done < steps):
             sync_losses()

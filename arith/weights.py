@@ -45,7 +45,9 @@ def check_state_dict(sd: dict[str, torch.Tensor], shape: ModelShape, source: str
     for key, want in expected.items():
         got = tuple(sd[key].shape) if key in sd else want
         if got != want:
-            raise InputError(f"weights {source}: {key} has shape {list(got)}, expected {list(want)} for {describe(shape)}")
+            raise InputError(
+                f"weights {source}: {key} has shape {list(got)}, expected {list(want)} for {describe(shape)}"
+            )
     missing = [k for k in expected if k not in sd]
     extra = [k for k in sd if k not in expected]
     if missing:

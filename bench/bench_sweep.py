@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import json
 import os
 import statistics
 import tempfile
@@ -27,12 +26,9 @@ from pathlib import Path
 
 
 def _emit(figure: str, value: float, unit: str, **context) -> None:
-    print(
-        json.dumps(
-            {"bench": "sweep_local", "figure": figure, "value": round(value, 4), "unit": unit, **context}
-        ),
-        flush=True,
-    )
+    from bench.common import emit
+
+    emit(figure, round(value, 4), unit, bench="sweep_local", **context)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--d-model", type=int, default=32)
     parser.add_argument("--d-head", type=int, default=8)
-    args = parser.parse_args(argv)
+    args = parser.parse_args(argv if argv is not None else [])  # `python -m bench` passes module names
 
     import torch
 
@@ -52,7 +48,13 @@ def main(argv: list[str] | None = None) -> int:
     arch = f"add_d2_l1_h3_t{args.steps}" if args.steps < 1000 else f"add_d2_l1_h3_t{args.steps // 1000}K"
     seeds = [f"{100001 + i:06d}" for i in range(args.runs)]
     cores = os.cpu_count() or 1
-    context = {"runs": args.runs, "steps": args.steps, "d_model": args.d_model, "cores": cores}
+    context = {
+        "runs": args.runs,
+        "steps": args.steps,
+        "d_model": args.d_model,
+        "cores": cores,
+        "load1_at_start": round(os.getloadavg()[0], 2),
+    }  # other processes on the machine skew wall times
     with tempfile.TemporaryDirectory(prefix="bench_sweep_") as tmp:
         runs = Path(tmp) / "runs"
         sweep_args = [
@@ -111,4 +113,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    import sys
+
+    raise SystemExit(main(sys.argv[1:]))

@@ -12,13 +12,14 @@
   `[dask]` table (see `DASK_KEYS` and hpc/profiles/dask_example.toml). GPU jobs hold one GPU and one worker
   process each (`--gres=gpu:1`, worker `--resources GPU=1`); CPU jobs run `processes` single-threaded workers.
   Workers get `--lifetime`/`--lifetime-stagger` so they retire, and the adaptive cluster replaces them, before
-  the walltime can kill a block mid-way: lifetime + stagger + margin = walltime. `job_script(spec)` renders the
-  job script without starting a scheduler or submitting anything (`--dry-run`).
+  the walltime can kill a block mid-way: lifetime + stagger + margin = walltime. `job_script(spec)` renders
+  the job script without starting a scheduler or submitting anything (`--dry-run`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import logging
 import math
 import os
@@ -39,7 +40,7 @@ DASK_DEFAULTS: dict[str, Any] = {
     "max_jobs": 16,  # upper bound on worker jobs (fewer when there are fewer blocks)
     "adapt": True,  # adapt(1..jobs): workers that retire at --lifetime are replaced
     "processes": None,  # CPU jobs: worker processes per job (default cpus_per_task, one thread each)
-    "lifetime_margin": None,  # free time at the end of the walltime for the last block (default 10%, 2-15 min)
+    "lifetime_margin": None,  # time kept free at the end of the walltime for the last block (10%, 2-15 min)
     "lifetime_stagger": None,  # +/- spread of the retirement times (default 5%, 1-5 min)
     "interface": None,  # network interface for workers and scheduler, e.g. "ib0"
     "scheduler_host": None,  # address the scheduler binds to (instead of the interface)
@@ -59,12 +60,17 @@ class ClusterSpec:
 
     kind: str = "local"
     workers: int | None = None  # local: worker processes (default: one per GPU, else min(2, cores))
-    torch_threads: int | None = None  # per worker process (default: cores/workers locally, cores/processes on SLURM)
+    torch_threads: int | None = (
+        None  # per worker process (default: cores/workers locally, cores/processes on SLURM)
+    )
     scheduler: str | None = None  # kind="scheduler": tcp://HOST:PORT
     profile: str | None = None  # kind="slurm": TOML with [slurm] and optional [dask]
     connect_timeout: float = 5.0
     n_tasks: int | None = None
     use_gpus: bool = True  # False: never hand GPUs to workers (e.g. --device cpu)
+    preload: tuple[
+        str, ...
+    ] = ()  # modules every worker imports at start-up (the task's module: no first-task lag)
     dashboard_address: str = ":0"
 
     def __post_init__(self):
@@ -92,7 +98,11 @@ class ClusterHandle:
 
     @property
     def dashboard_text(self) -> str:
-        return self.dashboard or "not served (install bokeh>=3.1 on the scheduler's machine for one)"
+        if not self.dashboard:
+            return "not served (install bokeh>=3.1 where the scheduler runs)"
+        if self.cluster is not None and importlib.util.find_spec("bokeh") is None:
+            return f"{self.dashboard} (its pages need bokeh>=3.1: pip install 'bokeh>=3.1')"
+        return self.dashboard
 
 
 def cpu_count() -> int:
@@ -122,18 +132,33 @@ def visible_gpus() -> list[str]:
 class TorchSetup(WorkerPlugin):
     """WorkerPlugin: torch intra-op threads per worker process, and (local GPU clusters) one GPU per worker.
 
-    `gpus[i % len(gpus)]` goes to the worker named i (LocalCluster names workers 0..n-1); this runs in the worker
-    process before any task, so CUDA initialises seeing only that GPU, as cuda:0.
+    `gpus[i % len(gpus)]` goes to the worker named i (LocalCluster names workers 0..n-1); this runs in the
+    worker process before any task, so CUDA initialises seeing only that GPU, as cuda:0.
     """
 
     idempotent = False
     name = PLUGIN_NAME
 
-    def __init__(self, threads: int | None, gpus: tuple[str, ...] = ()):
+    def __init__(
+        self,
+        threads: int | None,
+        gpus: tuple[str, ...] = (),
+        ignore_sigint: bool = False,
+        preload: tuple[str, ...] = (),
+    ):
         self.threads = threads
         self.gpus = tuple(gpus)
+        self.ignore_sigint = ignore_sigint
+        self.preload = tuple(preload)
 
     def setup(self, worker=None):
+        if self.ignore_sigint:
+            # embedded workers share the driver's terminal: Ctrl-C is for the driver, which closes them
+            import signal
+            import threading
+
+            if threading.current_thread() is threading.main_thread():
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
         if self.gpus and worker is not None:
             try:
                 index = int(worker.name)
@@ -146,10 +171,13 @@ class TorchSetup(WorkerPlugin):
             import torch
 
             torch.set_num_threads(self.threads)
+        if self.preload:
+            for module in self.preload:
+                importlib.import_module(module)
 
 
-def _plugin(threads: int | None, gpus: tuple[str, ...] = ()) -> TorchSetup:
-    return TorchSetup(threads, gpus)
+def _plugin(spec: ClusterSpec, threads: int | None, gpus: tuple[str, ...] = (), ignore_sigint: bool = False):
+    return TorchSetup(threads, gpus, ignore_sigint, spec.preload)
 
 
 # ------------------------------------------------------------------------------------------------ profiles
@@ -195,7 +223,9 @@ class DaskProfile:
     def from_dict(cls, raw: dict, where: str) -> DaskProfile:
         unknown = sorted(set(raw) - set(DASK_KEYS))
         if unknown:
-            raise InputError(f"{where} [dask]: unknown key(s) {', '.join(unknown)} (known: {', '.join(DASK_KEYS)})")
+            raise InputError(
+                f"{where} [dask]: unknown key(s) {', '.join(unknown)} (known: {', '.join(DASK_KEYS)})"
+            )
         kw: dict[str, Any] = {}
         for key, value in raw.items():
             if key in ("max_jobs", "processes", "death_timeout"):
@@ -230,13 +260,20 @@ def load_profile(path: str | Path):
 
 def lifetimes(walltime_min: float, prof: DaskProfile) -> tuple[float, float]:
     """(lifetime, stagger) in minutes with lifetime + stagger + margin = walltime."""
-    stagger = prof.lifetime_stagger if prof.lifetime_stagger is not None else min(5.0, max(1.0, 0.05 * walltime_min))
-    margin = prof.lifetime_margin if prof.lifetime_margin is not None else min(15.0, max(2.0, 0.10 * walltime_min))
+    stagger = (
+        prof.lifetime_stagger
+        if prof.lifetime_stagger is not None
+        else min(5.0, max(1.0, 0.05 * walltime_min))
+    )
+    margin = (
+        prof.lifetime_margin if prof.lifetime_margin is not None else min(15.0, max(2.0, 0.10 * walltime_min))
+    )
     lifetime = walltime_min - stagger - margin
     if lifetime < 1.0 or lifetime - stagger < 0.5:
         raise InputError(
-            f"walltime {walltime_min:g} min leaves no worker lifetime after stagger {stagger:g} min and margin "
-            f"{margin:g} min; ask for a longer time or smaller [dask] lifetime_margin/lifetime_stagger"
+            f"walltime {walltime_min:g} min leaves no worker lifetime after stagger {stagger:g} min "
+            f"and margin {margin:g} min; ask for a longer time or a smaller [dask] lifetime_margin "
+            "or lifetime_stagger"
         )
     return lifetime, stagger
 
@@ -255,7 +292,8 @@ def slurm_cluster_kwargs(settings, prof: DaskProfile) -> dict[str, Any]:
     processes = 1 if gpu else (prof.processes or settings.cpus_per_task)
     if processes > settings.cpus_per_task:
         raise InputError(
-            f"[dask] processes {processes} exceeds cpus_per_task {settings.cpus_per_task} (one core per process)"
+            f"[dask] processes {processes} exceeds cpus_per_task {settings.cpus_per_task} "
+            "(one core per process)"
         )
     lifetime, stagger = lifetimes(settings.time_min, prof)
     directives: list[str] = []
@@ -335,7 +373,8 @@ def describe_slurm_plan(spec: ClusterSpec) -> str:
     lifetime, stagger = lifetimes(settings.time_min, prof)
     how = f"adapt 1..{jobs} jobs" if prof.adapt else f"{jobs} jobs"
     return (
-        f"SLURM {how} on partition {settings.partition or '(default)'}, walltime {_hhmmss(settings.time_min)}, "
+        f"SLURM {how} on partition {settings.partition or '(default)'}, "
+        f"walltime {_hhmmss(settings.time_min)}, "
         f"worker lifetime {lifetime:.1f} +/- {stagger:.1f} min"
     )
 
@@ -378,10 +417,12 @@ def open_cluster(spec: ClusterSpec):
     if spec.kind == "scheduler":
         client = connect(spec.scheduler, spec.connect_timeout)
         try:
-            if spec.torch_threads:
-                client.register_plugin(_plugin(spec.torch_threads))
+            if spec.torch_threads or spec.preload:  # the workers' owner chose their threads unless asked
+                client.register_plugin(_plugin(spec, spec.torch_threads))
             n = len(client.scheduler_info().get("workers", {}))
-            yield ClusterHandle(client, None, f"scheduler {client.scheduler.address} ({n} workers now)", _dashboard(client))
+            yield ClusterHandle(
+                client, None, f"scheduler {client.scheduler.address} ({n} workers now)", _dashboard(client)
+            )
         finally:
             client.close()
         return
@@ -399,7 +440,9 @@ def open_cluster(spec: ClusterSpec):
             else:
                 cluster.scale(jobs=jobs)
             with Client(cluster, set_as_default=False) as client:
-                client.register_plugin(_plugin(spec.torch_threads or _threads_per_slurm_worker(settings, prof)))
+                client.register_plugin(
+                    _plugin(spec, spec.torch_threads or _threads_per_slurm_worker(settings, prof))
+                )
                 yield ClusterHandle(
                     client,
                     cluster,
@@ -424,11 +467,12 @@ def open_cluster(spec: ClusterSpec):
         threads_per_worker=1,
         processes=True,
         dashboard_address=spec.dashboard_address,
+        silence_logs=logging.ERROR,  # workers cancelled at Ctrl-C or restarted after a crash need no warnings
         **kwargs,
     )
     try:
         with Client(cluster, set_as_default=False) as client:
-            client.register_plugin(_plugin(threads, gpus))
+            client.register_plugin(_plugin(spec, threads, gpus, ignore_sigint=True))
             what = f"{len(gpus)} GPUs, " if gpus else ""
             yield ClusterHandle(
                 client,

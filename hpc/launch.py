@@ -67,6 +67,19 @@ ACTIVE_STATES = {
     "STOPPED",
     "RESV_DEL_HOLD",
 }
+# squeue reasons of a pending job that will not start unless someone changes the job or the cluster
+NEVER_STARTS = {
+    "PartitionConfig",
+    "BadConstraints",
+    "PartitionNodeLimit",
+    "PartitionTimeLimit",
+    "DependencyNeverSatisfied",
+    "InvalidAccount",
+    "InvalidQOS",
+    "AccountNotAllowed",
+    "QOSNotAllowed",
+    "QOSMaxWallDurationPerJobLimit",
+}
 FAILED_STATES = {
     "FAILED",
     "CANCELLED",
@@ -428,17 +441,22 @@ def check_controller(timeout: float = 30) -> None:
 
 
 def queue_states(job_ids: Sequence[str] | None = None) -> dict[str, str] | None:
-    """squeue states of this user's jobs ({job id: state}, array tasks as `123_4`); None when squeue fails."""
+    """squeue states of this user's jobs ({job id: state}, array tasks as `123_4`); None when squeue fails.
+    A pending job that SLURM will never start (see NEVER_STARTS) reads `PENDING:<reason>`."""
     if shutil.which("squeue") is None:
         return None
-    r = _run(["squeue", "-h", "-r", "--me", "-o", "%i|%T"])
+    r = _run(["squeue", "-h", "-r", "--me", "-o", "%i|%T|%r"])
     if r is None or r.returncode != 0:
         return None
     states: dict[str, str] = {}
     for line in r.stdout.splitlines():
-        if "|" in line:
-            jid, state = line.strip().split("|", 1)
-            states[jid] = state.strip()
+        parts = line.strip().split("|")
+        if len(parts) >= 2:
+            state = parts[1].strip()
+            reason = parts[2].strip() if len(parts) > 2 else ""
+            if state == "PENDING" and reason in NEVER_STARTS:
+                state = f"PENDING:{reason}"
+            states[parts[0]] = state
     if job_ids is not None:
         wanted = set(job_ids)
         states = {k: v for k, v in states.items() if k in wanted}
@@ -560,6 +578,8 @@ class Launcher:
         self.handles: dict[str, Handle] = {}
         self._queue: list[Task] = []  # local/debug: not yet started
         self._missing_since: dict[str, float] = {}
+        self._queue_down_since = 0.0
+        self._warned_at = 0.0
 
     # -- submission
     def submit(self, tasks: Sequence[Task]) -> list[Handle]:
@@ -679,7 +699,23 @@ class Launcher:
         if not unsure:
             return ended
         queue = queue_states()
-        gone = [h for h in unsure if queue is not None and h.job_id not in queue]
+        if queue is None:  # controller or squeue down: keep waiting, but say so once a minute
+            now = time.time()
+            self._queue_down_since = self._queue_down_since or now
+            if now - self._queue_down_since > 60 and now - self._warned_at > 60:
+                self._warned_at = now
+                down = now - self._queue_down_since
+                print(f"squeue has not answered for {down:.0f}s; still waiting", file=sys.stderr, flush=True)
+        else:
+            self._queue_down_since = 0.0
+        for h in unsure:
+            q = (queue or {}).get(h.job_id, "")
+            if q.startswith("PENDING:"):  # it would wait forever: cancel it and say why
+                _run(["scancel", h.job_id])
+                reason = q.split(":", 1)[1]
+                h.finished, h.end = True, f"slurm will never start job {h.job_id} ({reason}); cancelled it"
+                ended.append(h)
+        gone = [h for h in unsure if not h.finished and queue is not None and h.job_id not in queue]
         acct = accounting_states([h.job_id for h in gone]) if gone else {}
         now = time.time()
         for h in gone:

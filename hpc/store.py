@@ -54,7 +54,7 @@ def default_store_path(weights: str | Path, name: str) -> Path:
 def make_fingerprint(
     weights_sha256: str, suite_fingerprint: dict, mode: str, precision: str, cap: int
 ) -> dict:
-    """What the stored numbers depend on, in JSON form (tuples become lists, so it compares after a round trip)."""
+    """What the stored numbers depend on, as JSON data (tuples become lists, so it survives a round trip)."""
     fp = {
         "layout": LAYOUT_VERSION,
         "weights_sha256": weights_sha256,
@@ -150,7 +150,7 @@ class SuiteStore:
         return np.flatnonzero(~self.done_mask()).tolist()
 
     def read_counts(self) -> BlockCounts:
-        """The sum over all blocks, failing examples in block order (exactly what summing block by block gives)."""
+        """The sum over all blocks, failing examples in block order (what summing block by block gives)."""
         done = self.done_mask()
         if not done.all():
             raise InputError(
@@ -176,7 +176,9 @@ def _open_root(root: Path):
     try:
         return zarr.open_group(store=str(root), mode="a", zarr_format=3, use_consolidated=False)
     except Exception as exc:  # a file where the store should be, a zarr v2 store, unreadable metadata, ...
-        raise InputError(f"store {root}: cannot be opened as a Zarr v3 store ({type(exc).__name__}: {exc})") from None
+        raise InputError(
+            f"store {root}: cannot be opened as a Zarr v3 store ({type(exc).__name__}: {exc})"
+        ) from None
 
 
 def prepare_suite(
@@ -208,16 +210,23 @@ def prepare_suite(
             # never completed by a driver (no fingerprint yet), or the caller wants a clean start
             del g_verify[suite_name]
         elif stored != fingerprint:
-            what = "other weights" if stored.get("weights_sha256") != fingerprint["weights_sha256"] else "other settings"
+            if stored.get("weights_sha256") != fingerprint["weights_sha256"]:
+                what = "other weights"
+                here, asked = str(stored.get("weights_sha256"))[:12], fingerprint["weights_sha256"][:12]
+                detail = f"sha256 {here}... here, {asked}... asked"
+            else:
+                what, detail = "other settings", _first_difference(stored, fingerprint)
             raise InputError(
-                f"store {handle.location} was made by {what} "
-                f"({_first_difference(stored, fingerprint)}); pass --fresh to discard it or --store to use another"
+                f"store {handle.location} was made by {what} ({detail}); "
+                "pass --fresh to discard it or --store to use another"
             )
         else:
             for name, (shape, dtype) in specs.items():
                 arr = node.get(name)
                 if arr is None or tuple(arr.shape) != shape or str(arr.dtype) != dtype:
-                    raise InputError(f"store {handle.location}: array {name} is missing or damaged; pass --fresh")
+                    raise InputError(
+                        f"store {handle.location}: array {name} is missing or damaged; pass --fresh"
+                    )
             return handle
     group = g_verify.create_group(suite_name)
     for name, (shape, dtype) in specs.items():
@@ -238,5 +247,7 @@ def consolidate(root: str | Path) -> None:
     import zarr
 
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # "consolidated metadata is not part of the v3 spec" (known, intended)
+        warnings.simplefilter(
+            "ignore"
+        )  # "consolidated metadata is not part of the v3 spec" (known, intended)
         zarr.consolidate_metadata(str(Path(root).resolve()), zarr_format=3)

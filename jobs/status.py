@@ -124,6 +124,8 @@ def _live_state(m: markers.Marker, queue, acct, run_dir: Path) -> tuple[str, str
         if q is not None:
             if q in ("RUNNING", "COMPLETING"):
                 return ("running", None)
+            if q.startswith("PENDING:"):
+                return ("pending", f"{q.split(':', 1)[1]}: SLURM will never start it; scancel {m.job_id}")
             return ("pending", q if q != "PENDING" else None)
         a = (acct or {}).get(m.job_id)
         # left the queue: finished one way or another, and the job did not mark its run done

@@ -527,6 +527,11 @@ def _on_end(opts: Options, h: launch.Handle) -> None:
     print(f"failed {h.key}: {reason}{log}", flush=True)
 
 
+def _never_starts(p: PlannedRun) -> bool:
+    m = markers.read_marker(p.spec.run_dir)
+    return m is not None and m.state == "failed" and (m.error or "").startswith("slurm will never start")
+
+
 def run_sweep(opts: Options) -> int:
     planned = plan(opts.request)
     todo, skipped = _classify(planned, opts.force)
@@ -553,6 +558,8 @@ def run_sweep(opts: Options) -> int:
                 print("interrupted: the jobs keep running; `varith status` follows them", file=sys.stderr)
             raise
         todo, skipped = _classify(planned, force=False)
+        hopeless = [p for p in todo if _never_starts(p)]
+        todo = [p for p in todo if p not in hopeless]  # the same request would be refused again
         if not todo or attempt >= opts.retries:
             break
         attempt += 1

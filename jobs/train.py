@@ -29,7 +29,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     p.add_argument("--checkpoint-every", type=int, default=1000, help="steps between accelerate checkpoints")
     p.add_argument("--log-every", type=int, default=100)
-    p.add_argument("--resume", dest="resume", action="store_true", default=True, help="continue from the newest checkpoint (default)")
+    p.add_argument(
+        "--resume",
+        dest="resume",
+        action="store_true",
+        default=True,
+        help="continue from the newest checkpoint (default)",
+    )
     p.add_argument("--no-resume", dest="resume", action="store_false", help="start from scratch")
     p.add_argument("--stop-after", type=int, help="stop (with a checkpoint) after this many steps in total")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -73,5 +79,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"{cfg.name}: {result.steps_done} steps, final loss {result.final_loss:.3g}")
         print(f"  weights: {result.weights}\n  train json: {result.train_json}")
     else:
-        print(f"{cfg.name}: stopped after {result.steps_done} steps (checkpoint in {out / 'checkpoints'}); --resume continues")
+        print(
+            f"{cfg.name}: stopped after {result.steps_done} steps "
+            f"(checkpoint in {out / 'checkpoints'}); run again to continue"
+        )
     return 0

@@ -1,12 +1,13 @@
-"""`varith verify MODEL.pth --exhaustive | --questions N | --suite NAME`: accuracy tests -> `<name>_accuracy.json`.
+"""`varith verify MODEL.pth --exhaustive | --questions N | --suite NAME` -> `<name>_accuracy.json`.
 
 By default the blocks of the suite run as Dask tasks (hpc.cluster: an embedded LocalCluster, `--scheduler` to
 join one, `--cluster slurm --profile FILE.toml` for dask-jobqueue) and land in the Zarr store
 `<name>.zarr/verify/<suite>/` (hpc.store), which is then reduced to the JSON. `--cluster none` is the
 single-process path (`verify_in_process`), the reference the distributed result equals exactly.
 
-Each task gets only (block index, a small TaskSpec): it generates its questions from (suite, block index), loads
-the model once per worker process (cached by path + sha256), scores, and writes its own rows then its done flag.
+Each task gets only (block index, a small TaskSpec): it generates its questions from (suite, block index),
+loads the model once per worker process (cached by path + sha256), scores, and writes its own rows, then its
+done flag.
 A killed worker's task is simply run again (same bytes); a restarted driver skips done blocks.
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,11 +50,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     what.add_argument("--questions", type=int, metavar="N", help="N random questions per operation")
     what.add_argument("--suite", choices=["handpicked", "tricase"], help="a curated suite")
     p.add_argument("--ops", help="operations to test, e.g. add,sub (default: those the model was trained on)")
-    p.add_argument("--seed", type=int, default=ONE_M_SEED, help=f"random-question seed (default {ONE_M_SEED})")
+    p.add_argument(
+        "--seed", type=int, default=ONE_M_SEED, help=f"random-question seed (default {ONE_M_SEED})"
+    )
     p.add_argument("--block-size", type=int, default=DEFAULT_BLOCK, help="questions per block/task")
     p.add_argument("--enrich", default="current", choices=["current", "historic", "none"])
     p.add_argument("--mode", default="reference", choices=["reference", "exact"], help="failure rule")
-    p.add_argument("--device", default="auto", help="auto (each worker's GPU if it has one, else cpu), cpu, cuda")
+    p.add_argument(
+        "--device", default="auto", help="auto (each worker's GPU if it has one, else cpu), cpu, cuda"
+    )
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     p.add_argument("--out", help="accuracy json path (default: <name>_accuracy.json beside the weights)")
     d = p.add_argument_group("where it runs (Dask)")
@@ -63,15 +69,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "none: one process, no Dask, no store",
     )
     d.add_argument("--scheduler", metavar="tcp://HOST:PORT", help="join an existing Dask scheduler")
-    d.add_argument("--workers", type=int, help="local worker processes (default: one per GPU, else min(2, cores))")
+    d.add_argument(
+        "--workers", type=int, help="local worker processes (default: one per GPU, else min(2, cores))"
+    )
     d.add_argument("--torch-threads", type=int, help="torch threads per worker process")
     d.add_argument("--profile", help="TOML profile for --cluster slurm: [slurm] table, optional [dask] table")
-    d.add_argument("--dry-run", action="store_true", help="print the plan (SLURM: the worker job script), run nothing")
-    d.add_argument("--connect-timeout", type=float, default=5.0, help="seconds to reach --scheduler (default 5)")
-    d.add_argument("--retries", type=int, default=DEFAULT_RETRIES, help="re-runs of a block whose task raised")
+    d.add_argument(
+        "--dry-run", action="store_true", help="print the plan (SLURM: the worker job script), run nothing"
+    )
+    d.add_argument(
+        "--connect-timeout", type=float, default=5.0, help="seconds to reach --scheduler (default 5)"
+    )
+    d.add_argument(
+        "--retries", type=int, default=DEFAULT_RETRIES, help="re-runs of a block whose task raised"
+    )
     d.add_argument("--store", help="Zarr store (default: <name>.zarr beside the weights)")
     d.add_argument("--fresh", action="store_true", help="discard stored blocks of this suite and start again")
-    d.add_argument("--cap", type=int, default=DEFAULT_CAP, help=f"failing examples kept per block ({DEFAULT_CAP})")
+    d.add_argument(
+        "--cap", type=int, default=DEFAULT_CAP, help=f"failing examples kept per block ({DEFAULT_CAP})"
+    )
     d.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -99,7 +115,9 @@ def suite_from_args(args, n_digits: int, ops: tuple[int, ...]):
     if args.exhaustive:
         return ExhaustiveSuite(n_digits, ops, block_size=args.block_size)
     if args.questions is not None:
-        return RandomSuite(n_digits, ops, args.questions, seed=args.seed, block_size=args.block_size, enrich=args.enrich)
+        return RandomSuite(
+            n_digits, ops, args.questions, seed=args.seed, block_size=args.block_size, enrich=args.enrich
+        )
     if args.suite == "handpicked":
         return HandpickedSuite(n_digits, ops)
     return TricaseSuite(n_digits, ops)
@@ -141,7 +159,14 @@ class TaskSpec:
     def token(self) -> str:
         """Names this piece of work: same weights, suite, settings and store -> same task keys."""
         text = json.dumps(
-            [self.weights_sha256, self.suite.fingerprint(), self.mode, self.precision, self.cap, self.store.location],
+            [
+                self.weights_sha256,
+                self.suite.fingerprint(),
+                self.mode,
+                self.precision,
+                self.cap,
+                self.store.location,
+            ],
             sort_keys=True,
         )
         return hashlib.sha256(text.encode()).hexdigest()[:12]
@@ -163,9 +188,13 @@ def worker_model(spec: TaskSpec):
         model = _MODELS.get(key)
         if model is None:
             if not Path(spec.weights).is_file():
-                raise InputError(f"weights {spec.weights}: no such file on this worker (is it on a shared filesystem?)")
+                raise InputError(
+                    f"weights {spec.weights}: no such file on this worker (is it on a shared filesystem?)"
+                )
             if sha256_file(spec.weights) != spec.weights_sha256:
-                raise InputError(f"weights {spec.weights} changed since this verification started; run it again")
+                raise InputError(
+                    f"weights {spec.weights} changed since this verification started; run it again"
+                )
             _MODELS.clear()  # one model per worker at a time
             model = load_model(spec.weights, spec.shape, choose_device(spec.device))
             _MODELS[key] = model
@@ -177,8 +206,15 @@ def verify_block_task(k: int, spec: TaskSpec) -> tuple[int, int, int]:
 
     Returns (k, tested, failed). Deterministic: running it again rewrites the same bytes.
     """
-    counts = evaluate_block(worker_model(spec), spec.suite, k, mode=spec.mode, cap=spec.cap, precision=spec.precision)
-    spec.store.write_block(k, counts)
+    counts = evaluate_block(
+        worker_model(spec), spec.suite, k, mode=spec.mode, cap=spec.cap, precision=spec.precision
+    )
+    try:
+        spec.store.write_block(k, counts)
+    except FileNotFoundError:  # zarr's ArrayNotFoundError included
+        raise InputError(
+            f"store {spec.store.location}: not found on this worker (is it on a shared filesystem?)"
+        ) from None
     return k, int(counts.tested.sum()), int(counts.failed.sum())
 
 
@@ -218,10 +254,16 @@ def run_blocks(
         retries=retries,
         resources=resources,
     )
+    # drop each future once its block is stored: a lost worker then holds no results that Dask would recompute
+    live = {fut.key: fut for fut in futures}
+    pending = as_completed(futures, with_results=True, loop=client.loop)
+    del futures
     finished = tested = failed = 0
     bar = tqdm(total=total or len(blocks), initial=initial, desc="blocks", unit="block", disable=not progress)
     try:
-        for _fut, (_k, t, f) in as_completed(futures, with_results=True, loop=client.loop):
+        for fut, (_k, t, f) in pending:
+            live.pop(fut.key, None)
+            del fut
             finished += 1
             tested += t
             failed += f
@@ -233,12 +275,13 @@ def run_blocks(
                 break
     except KilledWorker as exc:
         raise RuntimeError(
-            f"a block task kept killing its workers ({exc}); finished blocks are kept in {spec.store.location}, "
-            "rerun to continue"
+            f"a block task kept killing its workers ({exc}); finished blocks are kept in "
+            f"{spec.store.location}, rerun to continue"
         ) from exc
     finally:
         bar.close()
-        client.cancel(futures)
+        if live:
+            client.cancel(list(live.values()))
     return finished
 
 
@@ -283,9 +326,13 @@ def _cluster_spec(args, n_tasks: int):
 
     kind = args.cluster or ("scheduler" if args.scheduler else "local")
     if args.scheduler and args.cluster:
-        raise InputError(f"--scheduler joins an existing cluster; it cannot be combined with --cluster {args.cluster}")
+        raise InputError(
+            f"--scheduler joins an existing cluster; it cannot be combined with --cluster {args.cluster}"
+        )
     if args.workers is not None and kind != "local":
-        raise InputError("--workers sets the embedded local cluster's size (use the profile's [dask] for SLURM)")
+        raise InputError(
+            "--workers sets the embedded local cluster's size (use the profile's [dask] for SLURM)"
+        )
     if args.profile and kind != "slurm":
         raise InputError("--profile is read by --cluster slurm")
     return ClusterSpec(
@@ -297,6 +344,7 @@ def _cluster_spec(args, n_tasks: int):
         connect_timeout=args.connect_timeout,
         n_tasks=n_tasks,
         use_gpus=args.device != "cpu",
+        preload=("jobs.verify",),
     )
 
 
@@ -312,7 +360,7 @@ def _check_device_name(name: str) -> None:
 
 
 def _install_sigterm() -> None:
-    """SIGTERM (scancel, walltime) ends the driver like Ctrl-C: clusters close, finished blocks stay stored."""
+    """SIGTERM (scancel, walltime) ends the driver like Ctrl-C: clusters close, finished blocks stay."""
     import signal
 
     def handler(signum, frame):
@@ -342,7 +390,9 @@ def run(args: argparse.Namespace) -> int:
         counts = _run_dask(args, name, shape, suite)
         if counts is None:
             return 0
-    report = accuracy_report(counts, suite, name, extra={"weights_sha256": sha256_file(args.model), "mode": args.mode})
+    report = accuracy_report(
+        counts, suite, name, extra={"weights_sha256": sha256_file(args.model), "mode": args.mode}
+    )
     atomic_write_json(out, report, indent=1)
     print(format_table(report))
     print(f"wrote {out}")
@@ -358,9 +408,14 @@ def _run_dask(args, name: str, shape, suite) -> BlockCounts | None:
     if args.cap < 0:
         raise InputError("--cap must be >= 0")
     _check_device_name(args.device)
-    check_state_dict(read_state_dict(args.model), shape, str(args.model))  # missing / other-shape weights: 1 line
+    # missing weights, weights of another shape: one line, before anything starts
+    check_state_dict(read_state_dict(args.model), shape, str(args.model))
     sha = sha256_file(args.model)
     cluster_spec = _cluster_spec(args, suite.n_blocks)
+    if cluster_spec.kind == "local":
+        from arith.device import choose_device
+
+        choose_device(args.device)  # the embedded workers share this machine's devices
     store_root = Path(args.store).resolve() if args.store else default_store_path(args.model, name)
 
     if args.dry_run:
@@ -375,7 +430,9 @@ def _run_dask(args, name: str, shape, suite) -> BlockCounts | None:
         return None
 
     fingerprint = make_fingerprint(sha, suite.fingerprint(), args.mode, args.precision, args.cap)
-    store = prepare_suite(store_root, suite.name, fingerprint, suite.n_blocks, suite.n_digits, args.cap, args.fresh)
+    store = prepare_suite(
+        store_root, suite.name, fingerprint, suite.n_blocks, suite.n_digits, args.cap, args.fresh
+    )
     spec = TaskSpec(
         weights=str(Path(args.model).resolve()),
         weights_sha256=sha,
@@ -388,13 +445,18 @@ def _run_dask(args, name: str, shape, suite) -> BlockCounts | None:
         device=args.device,
     )
     pending = store.pending()
-    print(f"{suite.name}: {suite.n_blocks} blocks, {suite.n_blocks - len(pending)} already done in {store.location}")
+    print(
+        f"{suite.name}: {suite.n_blocks} blocks, {suite.n_blocks - len(pending)} already done "
+        f"in {store.location}"
+    )
     _install_sigterm()
     if not pending:
         from hpc.store import consolidate
 
         consolidate(store.root)
         return store.read_counts()
+    # distributed's sync() logs a spurious callback error through tornado when Ctrl-C lands mid-call
+    logging.getLogger("tornado.application").setLevel(logging.CRITICAL)
     with open_cluster(cluster_spec) as handle:
         print(handle.description)
         print(f"dask dashboard: {handle.dashboard_text}", flush=True)

@@ -32,7 +32,9 @@ def test_predict_prints_malformed_predictions_as_they_are(tmp_path):
     path = tmp_path / "add_d2_l1_h3_t20_s111111.pth"
     save_weights(model, path)
     (tmp_path / "add_d2_l1_h3_t20_s111111_train.json").write_text(
-        json.dumps({"Config": {"n_layers": 1, "n_heads": 3, "d_model": 16, "d_head": 4, "d_mlp_multiplier": 4, "n_digits": 2}})
+        json.dumps(
+            {"Config": {"n_layers": 1, "n_heads": 3, "d_model": 16, "d_head": 4, "d_mlp_multiplier": 4, "n_digits": 2}}
+        )
     )
     proc = varith("predict", "--model", str(path), "12+34")
     assert proc.returncode == 0, proc.stderr
@@ -53,8 +55,19 @@ def test_verify_writes_accuracy_json(demo_model, tmp_path):
 
 
 def test_train_cli_writes_artifacts_and_resumes(tmp_path):
-    args = ["train", "add_d2_l1_h3_t60_s111111", "--out", str(tmp_path), "--d-model", "16", "--d-head", "4",
-            "--checkpoint-every", "20", "--no-progress"]
+    args = [
+        "train",
+        "add_d2_l1_h3_t60_s111111",
+        "--out",
+        str(tmp_path),
+        "--d-model",
+        "16",
+        "--d-head",
+        "4",
+        "--checkpoint-every",
+        "20",
+        "--no-progress",
+    ]
     proc = varith(*args, "--stop-after", "40")
     assert proc.returncode == 0, proc.stderr
     assert "stopped after 40 steps" in proc.stdout
@@ -64,8 +77,21 @@ def test_train_cli_writes_artifacts_and_resumes(tmp_path):
     assert (run / "add_d2_l1_h3_t60_s111111.pth").is_file()
     assert len(json.loads((run / "add_d2_l1_h3_t60_s111111_train.json").read_text())["TrainingLoss"]) == 60
     # --steps/--seed overrides rename the run to what it really is
-    proc = varith("train", "add_d2_l1_h3_t15K_s372001", "--steps", "10", "--seed", "222222", "--out", str(tmp_path),
-                  "--d-model", "16", "--d-head", "4", "--no-progress")
+    proc = varith(
+        "train",
+        "add_d2_l1_h3_t15K_s372001",
+        "--steps",
+        "10",
+        "--seed",
+        "222222",
+        "--out",
+        str(tmp_path),
+        "--d-model",
+        "16",
+        "--d-head",
+        "4",
+        "--no-progress",
+    )
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "add_d2_l1_h3_t10_s222222" / "add_d2_l1_h3_t10_s222222.pth").is_file()
 
@@ -74,7 +100,9 @@ def test_bad_input_gives_one_error_line(tmp_path, demo_model):
     assert_one_line_error(varith("train", "add_d6_l2_h3_t15K_s37"), "seed")
     assert_one_line_error(varith("train", "div_d6_l2_h3_t15K_s372001"), "div")
     assert_one_line_error(varith("train", "ins1_mix_d6_l3_h4_t40K_s372001", "--out", str(tmp_path)), "insert weights")
-    assert_one_line_error(varith("predict", "--model", str(tmp_path / "add_d2_l1_h3_t20_s111111.pth"), "1+1"), "no such file")
+    assert_one_line_error(
+        varith("predict", "--model", str(tmp_path / "add_d2_l1_h3_t20_s111111.pth"), "1+1"), "no such file"
+    )
     corrupt = tmp_path / "add_d2_l1_h3_t20_s111111.pth"
     corrupt.write_bytes(b"\x00garbage")
     assert_one_line_error(varith("predict", "--model", str(corrupt), "1+1"), "not a readable torch state dict")

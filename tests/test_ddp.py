@@ -23,20 +23,34 @@ def free_port() -> int:
 def test_two_rank_gloo_run_matches_the_single_process_run(tmp_path):
     single = subprocess.run(
         [sys.executable, "-m", "jobs", "train", NAME, "--out", str(tmp_path / "single"), *ARGS],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert single.returncode == 0, single.stderr
     port = str(free_port())
     procs = []
     for rank in range(2):
         env = os.environ | {
-            "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port, "RANK": str(rank), "LOCAL_RANK": str(rank),
-            "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2", "OMP_NUM_THREADS": "1",
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": port,
+            "RANK": str(rank),
+            "LOCAL_RANK": str(rank),
+            "WORLD_SIZE": "2",
+            "LOCAL_WORLD_SIZE": "2",
+            "OMP_NUM_THREADS": "1",
         }
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "jobs", "train", NAME, "--out", str(tmp_path / "ddp"), *ARGS],
-            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        ))
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "jobs", "train", NAME, "--out", str(tmp_path / "ddp"), *ARGS],
+                cwd=REPO,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
     outs = [p.communicate(timeout=300) for p in procs]
     assert all(p.returncode == 0 for p in procs), outs
     a = torch.load(tmp_path / "single" / NAME / f"{NAME}.pth", weights_only=True)

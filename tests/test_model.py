@@ -107,12 +107,25 @@ def test_logits_match_a_naive_transcription_of_the_maths(layers, heads):
 
 
 def test_transformer_lens_gives_the_same_logits(tmp_path):
-    tl = pytest.importorskip("transformer_lens", exc_type=ImportError, reason="TransformerLens is an optional oracle (pip install 'transformer_lens<3')")
+    tl = pytest.importorskip(
+        "transformer_lens",
+        exc_type=ImportError,
+        reason="TransformerLens is an optional oracle (pip install 'transformer_lens<3')",
+    )
     shape = shape_of(2, 4, 6, d_model=48, d_head=20, d_mlp=192)
     ours = Transformer(shape)
     cfg = tl.HookedTransformerConfig(
-        n_layers=2, n_heads=4, d_model=48, d_head=20, d_mlp=192, act_fn="relu", d_vocab=15, d_vocab_out=15,
-        n_ctx=22, normalization_type="LN", seed=1,
+        n_layers=2,
+        n_heads=4,
+        d_model=48,
+        d_head=20,
+        d_mlp=192,
+        act_fn="relu",
+        d_vocab=15,
+        d_vocab_out=15,
+        n_ctx=22,
+        normalization_type="LN",
+        seed=1,
     )
     theirs = tl.HookedTransformer(cfg)
     theirs.load_state_dict(ours.state_dict(), strict=True)

@@ -246,3 +246,14 @@ def test_unreachable_controller_exit_2_nothing_submitted(tmp_path, monkeypatch, 
     assert not runs.exists()
     monkeypatch.delenv("SLURM_CONF")
     assert before is None or launch.queue_states() == before
+
+
+def test_job_slurm_will_never_start_is_cancelled_not_waited_for(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    name = f"{ARCH}_s975310"
+    # 4 GPUs (one task each) on a node with 2: accepted by sbatch, then pending forever (PartitionConfig)
+    assert sweep(runs, "--seeds", "975310", "--archs", ARCH, "--gpus-per-node", "4") == 1
+    m = markers.read_marker(runs / name)
+    assert m.state == "failed" and m.attempts == 1, m  # not retried: the same request would wait again
+    assert m.error.startswith(f"slurm will never start job {m.job_id} (")
+    assert launch.queue_states([m.job_id]) == {}

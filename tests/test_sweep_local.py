@@ -502,6 +502,8 @@ def test_status_never_shows_a_crash_as_a_hang(tmp_path):
     markers.set_job(run, "17_1", None, None)
     assert status_mod.resolve(run, {"17_1": "PENDING"}, {}).state == "pending"
     assert status_mod.resolve(run, {"17_1": "RUNNING"}, {}).state == "running"
+    st = status_mod.resolve(run, {"17_1": "PENDING:PartitionConfig"}, {})
+    assert st.state == "pending" and "will never start it; scancel 17_1" in st.detail
     st = status_mod.resolve(run, {}, {"17_1": "FAILED"})
     assert (st.state, st.detail) == ("failed", "sacct: FAILED")
     assert status_mod.resolve(run, {}, {"17_1": "NODE_FAIL"}).state == "failed"
