@@ -23,6 +23,7 @@ import importlib.util
 import logging
 import math
 import os
+import shutil
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,17 +61,13 @@ class ClusterSpec:
 
     kind: str = "local"
     workers: int | None = None  # local: worker processes (default: one per GPU, else min(2, cores))
-    torch_threads: int | None = (
-        None  # per worker process (default: cores/workers locally, cores/processes on SLURM)
-    )
+    torch_threads: int | None = None  # per worker process (default: cores/workers locally, cores/processes on SLURM)
     scheduler: str | None = None  # kind="scheduler": tcp://HOST:PORT
     profile: str | None = None  # kind="slurm": TOML with [slurm] and optional [dask]
     connect_timeout: float = 5.0
     n_tasks: int | None = None
     use_gpus: bool = True  # False: never hand GPUs to workers (e.g. --device cpu)
-    preload: tuple[
-        str, ...
-    ] = ()  # modules every worker imports at start-up (the task's module: no first-task lag)
+    preload: tuple[str, ...] = ()  # modules every worker imports at start-up (the task's module: no first-task lag)
     dashboard_address: str = ":0"
 
     def __post_init__(self):
@@ -223,9 +220,7 @@ class DaskProfile:
     def from_dict(cls, raw: dict, where: str) -> DaskProfile:
         unknown = sorted(set(raw) - set(DASK_KEYS))
         if unknown:
-            raise InputError(
-                f"{where} [dask]: unknown key(s) {', '.join(unknown)} (known: {', '.join(DASK_KEYS)})"
-            )
+            raise InputError(f"{where} [dask]: unknown key(s) {', '.join(unknown)} (known: {', '.join(DASK_KEYS)})")
         kw: dict[str, Any] = {}
         for key, value in raw.items():
             if key in ("max_jobs", "processes", "death_timeout"):
@@ -260,14 +255,8 @@ def load_profile(path: str | Path):
 
 def lifetimes(walltime_min: float, prof: DaskProfile) -> tuple[float, float]:
     """(lifetime, stagger) in minutes with lifetime + stagger + margin = walltime."""
-    stagger = (
-        prof.lifetime_stagger
-        if prof.lifetime_stagger is not None
-        else min(5.0, max(1.0, 0.05 * walltime_min))
-    )
-    margin = (
-        prof.lifetime_margin if prof.lifetime_margin is not None else min(15.0, max(2.0, 0.10 * walltime_min))
-    )
+    stagger = prof.lifetime_stagger if prof.lifetime_stagger is not None else min(5.0, max(1.0, 0.05 * walltime_min))
+    margin = prof.lifetime_margin if prof.lifetime_margin is not None else min(15.0, max(2.0, 0.10 * walltime_min))
     lifetime = walltime_min - stagger - margin
     if lifetime < 1.0 or lifetime - stagger < 0.5:
         raise InputError(
@@ -292,8 +281,7 @@ def slurm_cluster_kwargs(settings, prof: DaskProfile) -> dict[str, Any]:
     processes = 1 if gpu else (prof.processes or settings.cpus_per_task)
     if processes > settings.cpus_per_task:
         raise InputError(
-            f"[dask] processes {processes} exceeds cpus_per_task {settings.cpus_per_task} "
-            "(one core per process)"
+            f"[dask] processes {processes} exceeds cpus_per_task {settings.cpus_per_task} (one core per process)"
         )
     lifetime, stagger = lifetimes(settings.time_min, prof)
     directives: list[str] = []
@@ -382,6 +370,25 @@ def describe_slurm_plan(spec: ClusterSpec) -> str:
 # ------------------------------------------------------------------------------------------------ clusters
 
 
+def preflight(cluster) -> None:
+    """`sbatch --test-only` on the worker job script: a refused job (no controller, unknown partition or
+    account, impossible resources) is one InputError line now, instead of an endless wait for workers."""
+    import subprocess
+    import tempfile
+
+    with tempfile.NamedTemporaryFile("w", suffix=".sh", prefix="varith-dask-") as f:
+        f.write(cluster.job_script())
+        f.flush()
+        try:
+            r = subprocess.run(["sbatch", "--test-only", f.name], capture_output=True, text=True, timeout=60)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise InputError(f"--cluster slurm: sbatch --test-only failed ({exc})") from None
+    if r.returncode != 0:
+        lines = [ln.strip() for ln in (r.stderr + r.stdout).splitlines() if ln.strip()]
+        reason = lines[-1] if lines else f"exit code {r.returncode}"
+        raise InputError(f"--cluster slurm: SLURM refuses the worker job ({reason})")
+
+
 def _dashboard(obj) -> str:
     try:
         return obj.dashboard_link or ""
@@ -433,16 +440,21 @@ def open_cluster(spec: ClusterSpec):
         settings, prof = load_profile(spec.profile)
         kw = slurm_cluster_kwargs(settings, prof)
         jobs = _slurm_jobs(settings, prof, spec.n_tasks)
-        cluster = SLURMCluster(**kw)
+        if shutil.which("sbatch") is None:
+            raise InputError("--cluster slurm: sbatch is not on this machine's PATH (run the driver on a login node)")
         try:
+            cluster = SLURMCluster(**kw)
+        except (ValueError, RuntimeError) as exc:  # dask-jobqueue's argument checks, an unknown interface, ...
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise InputError(f"profile {spec.profile}: {reason.removeprefix('Cluster failed to start: ')}") from None
+        try:
+            preflight(cluster)
             if prof.adapt:
                 cluster.adapt(minimum_jobs=1, maximum_jobs=jobs)
             else:
                 cluster.scale(jobs=jobs)
             with Client(cluster, set_as_default=False) as client:
-                client.register_plugin(
-                    _plugin(spec, spec.torch_threads or _threads_per_slurm_worker(settings, prof))
-                )
+                client.register_plugin(_plugin(spec, spec.torch_threads or _threads_per_slurm_worker(settings, prof)))
                 yield ClusterHandle(
                     client,
                     cluster,

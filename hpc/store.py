@@ -51,9 +51,7 @@ def default_store_path(weights: str | Path, name: str) -> Path:
     return Path(weights).resolve().parent / f"{name}.zarr"
 
 
-def make_fingerprint(
-    weights_sha256: str, suite_fingerprint: dict, mode: str, precision: str, cap: int
-) -> dict:
+def make_fingerprint(weights_sha256: str, suite_fingerprint: dict, mode: str, precision: str, cap: int) -> dict:
     """What the stored numbers depend on, as JSON data (tuples become lists, so it survives a round trip)."""
     fp = {
         "layout": LAYOUT_VERSION,
@@ -153,9 +151,7 @@ class SuiteStore:
         """The sum over all blocks, failing examples in block order (what summing block by block gives)."""
         done = self.done_mask()
         if not done.all():
-            raise InputError(
-                f"store {self.location}: {int((~done).sum())} of {self.n_blocks} blocks are not done yet"
-            )
+            raise InputError(f"store {self.location}: {int((~done).sum())} of {self.n_blocks} blocks are not done yet")
         data = {name: self._array(name, "r")[:] for name in DATA_ARRAYS}
         kept = data["n_fail_kept"].astype(np.int64)
         mask = np.arange(self.cap)[None, :] < kept[:, None]  # [n_blocks, cap], row-major = block order
@@ -176,9 +172,7 @@ def _open_root(root: Path):
     try:
         return zarr.open_group(store=str(root), mode="a", zarr_format=3, use_consolidated=False)
     except Exception as exc:  # a file where the store should be, a zarr v2 store, unreadable metadata, ...
-        raise InputError(
-            f"store {root}: cannot be opened as a Zarr v3 store ({type(exc).__name__}: {exc})"
-        ) from None
+        raise InputError(f"store {root}: cannot be opened as a Zarr v3 store ({type(exc).__name__}: {exc})") from None
 
 
 def prepare_suite(
@@ -224,9 +218,7 @@ def prepare_suite(
             for name, (shape, dtype) in specs.items():
                 arr = node.get(name)
                 if arr is None or tuple(arr.shape) != shape or str(arr.dtype) != dtype:
-                    raise InputError(
-                        f"store {handle.location}: array {name} is missing or damaged; pass --fresh"
-                    )
+                    raise InputError(f"store {handle.location}: array {name} is missing or damaged; pass --fresh")
             return handle
     group = g_verify.create_group(suite_name)
     for name, (shape, dtype) in specs.items():
@@ -247,7 +239,5 @@ def consolidate(root: str | Path) -> None:
     import zarr
 
     with warnings.catch_warnings():
-        warnings.simplefilter(
-            "ignore"
-        )  # "consolidated metadata is not part of the v3 spec" (known, intended)
+        warnings.simplefilter("ignore")  # "consolidated metadata is not part of the v3 spec" (known, intended)
         zarr.consolidate_metadata(str(Path(root).resolve()), zarr_format=3)

@@ -50,15 +50,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     what.add_argument("--questions", type=int, metavar="N", help="N random questions per operation")
     what.add_argument("--suite", choices=["handpicked", "tricase"], help="a curated suite")
     p.add_argument("--ops", help="operations to test, e.g. add,sub (default: those the model was trained on)")
-    p.add_argument(
-        "--seed", type=int, default=ONE_M_SEED, help=f"random-question seed (default {ONE_M_SEED})"
-    )
+    p.add_argument("--seed", type=int, default=ONE_M_SEED, help=f"random-question seed (default {ONE_M_SEED})")
     p.add_argument("--block-size", type=int, default=DEFAULT_BLOCK, help="questions per block/task")
     p.add_argument("--enrich", default="current", choices=["current", "historic", "none"])
     p.add_argument("--mode", default="reference", choices=["reference", "exact"], help="failure rule")
-    p.add_argument(
-        "--device", default="auto", help="auto (each worker's GPU if it has one, else cpu), cpu, cuda"
-    )
+    p.add_argument("--device", default="auto", help="auto (each worker's GPU if it has one, else cpu), cpu, cuda")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     p.add_argument("--out", help="accuracy json path (default: <name>_accuracy.json beside the weights)")
     d = p.add_argument_group("where it runs (Dask)")
@@ -69,25 +65,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "none: one process, no Dask, no store",
     )
     d.add_argument("--scheduler", metavar="tcp://HOST:PORT", help="join an existing Dask scheduler")
-    d.add_argument(
-        "--workers", type=int, help="local worker processes (default: one per GPU, else min(2, cores))"
-    )
+    d.add_argument("--workers", type=int, help="local worker processes (default: one per GPU, else min(2, cores))")
     d.add_argument("--torch-threads", type=int, help="torch threads per worker process")
     d.add_argument("--profile", help="TOML profile for --cluster slurm: [slurm] table, optional [dask] table")
-    d.add_argument(
-        "--dry-run", action="store_true", help="print the plan (SLURM: the worker job script), run nothing"
-    )
-    d.add_argument(
-        "--connect-timeout", type=float, default=5.0, help="seconds to reach --scheduler (default 5)"
-    )
-    d.add_argument(
-        "--retries", type=int, default=DEFAULT_RETRIES, help="re-runs of a block whose task raised"
-    )
+    d.add_argument("--dry-run", action="store_true", help="print the plan (SLURM: the worker job script), run nothing")
+    d.add_argument("--connect-timeout", type=float, default=5.0, help="seconds to reach --scheduler (default 5)")
+    d.add_argument("--retries", type=int, default=DEFAULT_RETRIES, help="re-runs of a block whose task raised")
     d.add_argument("--store", help="Zarr store (default: <name>.zarr beside the weights)")
     d.add_argument("--fresh", action="store_true", help="discard stored blocks of this suite and start again")
-    d.add_argument(
-        "--cap", type=int, default=DEFAULT_CAP, help=f"failing examples kept per block ({DEFAULT_CAP})"
-    )
+    d.add_argument("--cap", type=int, default=DEFAULT_CAP, help=f"failing examples kept per block ({DEFAULT_CAP})")
     d.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -188,13 +174,9 @@ def worker_model(spec: TaskSpec):
         model = _MODELS.get(key)
         if model is None:
             if not Path(spec.weights).is_file():
-                raise InputError(
-                    f"weights {spec.weights}: no such file on this worker (is it on a shared filesystem?)"
-                )
+                raise InputError(f"weights {spec.weights}: no such file on this worker (is it on a shared filesystem?)")
             if sha256_file(spec.weights) != spec.weights_sha256:
-                raise InputError(
-                    f"weights {spec.weights} changed since this verification started; run it again"
-                )
+                raise InputError(f"weights {spec.weights} changed since this verification started; run it again")
             _MODELS.clear()  # one model per worker at a time
             model = load_model(spec.weights, spec.shape, choose_device(spec.device))
             _MODELS[key] = model
@@ -206,9 +188,7 @@ def verify_block_task(k: int, spec: TaskSpec) -> tuple[int, int, int]:
 
     Returns (k, tested, failed). Deterministic: running it again rewrites the same bytes.
     """
-    counts = evaluate_block(
-        worker_model(spec), spec.suite, k, mode=spec.mode, cap=spec.cap, precision=spec.precision
-    )
+    counts = evaluate_block(worker_model(spec), spec.suite, k, mode=spec.mode, cap=spec.cap, precision=spec.precision)
     try:
         spec.store.write_block(k, counts)
     except FileNotFoundError:  # zarr's ArrayNotFoundError included
@@ -326,13 +306,9 @@ def _cluster_spec(args, n_tasks: int):
 
     kind = args.cluster or ("scheduler" if args.scheduler else "local")
     if args.scheduler and args.cluster:
-        raise InputError(
-            f"--scheduler joins an existing cluster; it cannot be combined with --cluster {args.cluster}"
-        )
+        raise InputError(f"--scheduler joins an existing cluster; it cannot be combined with --cluster {args.cluster}")
     if args.workers is not None and kind != "local":
-        raise InputError(
-            "--workers sets the embedded local cluster's size (use the profile's [dask] for SLURM)"
-        )
+        raise InputError("--workers sets the embedded local cluster's size (use the profile's [dask] for SLURM)")
     if args.profile and kind != "slurm":
         raise InputError("--profile is read by --cluster slurm")
     return ClusterSpec(
@@ -390,9 +366,7 @@ def run(args: argparse.Namespace) -> int:
         counts = _run_dask(args, name, shape, suite)
         if counts is None:
             return 0
-    report = accuracy_report(
-        counts, suite, name, extra={"weights_sha256": sha256_file(args.model), "mode": args.mode}
-    )
+    report = accuracy_report(counts, suite, name, extra={"weights_sha256": sha256_file(args.model), "mode": args.mode})
     atomic_write_json(out, report, indent=1)
     print(format_table(report))
     print(f"wrote {out}")
@@ -430,9 +404,7 @@ def _run_dask(args, name: str, shape, suite) -> BlockCounts | None:
         return None
 
     fingerprint = make_fingerprint(sha, suite.fingerprint(), args.mode, args.precision, args.cap)
-    store = prepare_suite(
-        store_root, suite.name, fingerprint, suite.n_blocks, suite.n_digits, args.cap, args.fresh
-    )
+    store = prepare_suite(store_root, suite.name, fingerprint, suite.n_blocks, suite.n_digits, args.cap, args.fresh)
     spec = TaskSpec(
         weights=str(Path(args.model).resolve()),
         weights_sha256=sha,
@@ -445,10 +417,7 @@ def _run_dask(args, name: str, shape, suite) -> BlockCounts | None:
         device=args.device,
     )
     pending = store.pending()
-    print(
-        f"{suite.name}: {suite.n_blocks} blocks, {suite.n_blocks - len(pending)} already done "
-        f"in {store.location}"
-    )
+    print(f"{suite.name}: {suite.n_blocks} blocks, {suite.n_blocks - len(pending)} already done in {store.location}")
     _install_sigterm()
     if not pending:
         from hpc.store import consolidate
