@@ -114,13 +114,15 @@ def model_name_of(weights: str | Path) -> str:
     return name[:-4] if name.endswith(".pth") else Path(weights).stem
 
 
-def verify_in_process(model, suite, mode: str = "reference", precision: str = "fp32", progress: bool = True):
+def verify_in_process(
+    model, suite, mode: str = "reference", precision: str = "fp32", progress: bool = True, cap: int = DEFAULT_CAP
+):
     """Score every block of the suite in this process; the sum of the block counts."""
     from tqdm import tqdm
 
     total = BlockCounts.empty(suite.n_digits)
     for k in tqdm(range(suite.n_blocks), desc="blocks", unit="block", disable=not progress):
-        total = total + evaluate_block(model, suite, k, mode=mode, precision=precision)
+        total = total + evaluate_block(model, suite, k, mode=mode, cap=cap, precision=precision)
     return total
 
 
@@ -361,7 +363,7 @@ def run(args: argparse.Namespace) -> int:
         from arith.device import choose_device
 
         model = load_model(args.model, shape, choose_device(args.device))
-        counts = verify_in_process(model, suite, args.mode, args.precision, progress=not args.no_progress)
+        counts = verify_in_process(model, suite, args.mode, args.precision, progress=not args.no_progress, cap=args.cap)
     else:
         counts = _run_dask(args, name, shape, suite)
         if counts is None:
