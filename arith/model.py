@@ -47,6 +47,20 @@ class ModelShape:
 
                 raise InputError(f"model shape: {field} must be positive, got {getattr(self, field)}")
 
+    @classmethod
+    def for_name(cls, name, d_model: int = 510, d_head: int = 170, d_mlp: int | None = None) -> ModelShape:
+        """The shape a model name implies (layers, heads, n_ctx from its digits) at the given widths."""
+        from arith.vocab import Layout
+
+        return cls(
+            n_layers=name.n_layers,
+            n_heads=name.n_heads,
+            n_ctx=Layout(name.n_digits).n_ctx,
+            d_model=d_model,
+            d_head=d_head,
+            d_mlp=4 * d_model if d_mlp is None else d_mlp,
+        )
+
     @property
     def init_std(self) -> float:
         """TransformerLens's gpt2 init: every W_* ~ Normal(0, 0.8/sqrt(d_model)); biases 0; LN weight 1."""

@@ -73,15 +73,7 @@ class TrainConfig:
 
     @property
     def shape(self) -> ModelShape:
-        mn = self.model_name
-        return ModelShape(
-            n_layers=mn.n_layers,
-            n_heads=mn.n_heads,
-            n_ctx=Layout(mn.n_digits).n_ctx,
-            d_model=self.d_model,
-            d_head=self.d_head,
-            d_mlp=self.d_mlp_multiplier * self.d_model,
-        )
+        return ModelShape.for_name(self.model_name, self.d_model, self.d_head, self.d_mlp_multiplier * self.d_model)
 
     @property
     def op_mix(self) -> OpMix:
@@ -224,14 +216,7 @@ def _insert_spec(cfg: TrainConfig, main_shape: ModelShape) -> tuple[InsertSpec, 
     mn = cfg.model_name
     path = Path(cfg.insert_weights)
     ins_name = parse_name(path.name[:-4] if path.name.endswith(".pth") else path.stem)
-    ins_shape = ModelShape(
-        n_layers=ins_name.n_layers,
-        n_heads=ins_name.n_heads,
-        n_ctx=main_shape.n_ctx,
-        d_model=main_shape.d_model,
-        d_head=main_shape.d_head,
-        d_mlp=main_shape.d_mlp,
-    )
+    ins_shape = ModelShape.for_name(ins_name, main_shape.d_model, main_shape.d_head, main_shape.d_mlp)
     if ins_name.n_digits != mn.n_digits:
         raise InputError(f"insert model {path.name} has {ins_name.n_digits} digits, {cfg.name} has {mn.n_digits}")
     if ins_name.n_layers > mn.n_layers or ins_name.n_heads > mn.n_heads:

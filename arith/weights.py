@@ -115,12 +115,5 @@ def model_info(weights: str | Path) -> tuple[ModelShape, int, dict]:
     from arith.names import parse_name
 
     mn = parse_name(name)
-    shape = ModelShape(
-        n_layers=mn.n_layers,
-        n_heads=mn.n_heads,
-        n_ctx=Layout(mn.n_digits).n_ctx,
-        d_model=PUBLISHED_D_MODEL,
-        d_head=PUBLISHED_D_HEAD,
-        d_mlp=PUBLISHED_MLP_MULT * PUBLISHED_D_MODEL,
-    )
+    shape = ModelShape.for_name(mn, PUBLISHED_D_MODEL, PUBLISHED_D_HEAD, PUBLISHED_MLP_MULT * PUBLISHED_D_MODEL)
     return shape, mn.n_digits, {"model_name": name, "n_digits": mn.n_digits}

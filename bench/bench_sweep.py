@@ -79,9 +79,7 @@ def main(argv: list[str] | None = None) -> int:
             rc = cli(sweep_args)
         local_wall = time.perf_counter() - t0
         if rc != 0:
-            raise SystemExit(
-                f"bench: the local sweep failed (exit {rc}); see varith status --runs-dir {runs}"
-            )
+            raise SystemExit(f"bench: the local sweep failed (exit {rc}); see varith status --runs-dir {runs}")
         latencies = []
         for seed in seeds:
             m = markers.read_marker(runs / f"{arch}_s{seed}")

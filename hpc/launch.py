@@ -282,9 +282,7 @@ def load_profile(path: str | Path) -> SlurmSettings:
         data = tomllib.loads(path.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise InputError(f"profile {path}: not valid TOML ({str(exc).splitlines()[0]})") from None
-    return profile_from_dict(
-        data.get("slurm", data) if isinstance(data.get("slurm"), dict) else data, str(path)
-    )
+    return profile_from_dict(data.get("slurm", data) if isinstance(data.get("slurm"), dict) else data, str(path))
 
 
 def profile_from_dict(raw: dict, where: str = "profile") -> SlurmSettings:
@@ -363,9 +361,7 @@ def _abs_folder(folder: str | Path) -> Path:
     return Path(folder).expanduser().absolute()
 
 
-def render_sbatch(
-    cfg: LaunchConfig, n_jobs: int, dependency: str | None = None, job_name: str | None = None
-) -> str:
+def render_sbatch(cfg: LaunchConfig, n_jobs: int, dependency: str | None = None, job_name: str | None = None) -> str:
     """The sbatch script submitit would submit for `n_jobs` jobs (an array when n_jobs > 1). Needs no
     cluster."""
     from submitit.slurm.slurm import _make_sbatch_string
@@ -385,15 +381,11 @@ def make_executor(cfg: LaunchConfig, dependency: str | None = None, job_name: st
 
     s = cfg.effective_slurm
     if cfg.cluster == "slurm":
-        ex = submitit.AutoExecutor(
-            folder=cfg.folder, cluster="slurm", slurm_max_num_timeout=s.max_num_timeout
-        )
+        ex = submitit.AutoExecutor(folder=cfg.folder, cluster="slurm", slurm_max_num_timeout=s.max_num_timeout)
         params = s.sbatch_parameters(job_name or cfg.job_name, dependency)
         ex.update_parameters(**{f"slurm_{k}": v for k, v in params.items()})
     elif cfg.cluster == "local":
-        ex = submitit.AutoExecutor(
-            folder=cfg.folder, cluster="local", local_max_num_timeout=s.max_num_timeout
-        )
+        ex = submitit.AutoExecutor(folder=cfg.folder, cluster="local", local_max_num_timeout=s.max_num_timeout)
         ex.update_parameters(
             timeout_min=cfg.timeout_min or LOCAL_TIMEOUT_MIN,
             tasks_per_node=s.ntasks_per_node,
@@ -431,9 +423,7 @@ def check_controller(timeout: float = 30) -> None:
             raise InputError(f"{tool} not found: this is not a SLURM machine (use --cluster local or debug)")
     r = _run(["scontrol", "ping"], timeout=timeout)
     if r is None:
-        raise InputError(
-            f"SLURM controller not reachable: `scontrol ping` gave no answer within {timeout:.0f}s"
-        )
+        raise InputError(f"SLURM controller not reachable: `scontrol ping` gave no answer within {timeout:.0f}s")
     out = (r.stdout or "") + (r.stderr or "")
     if r.returncode != 0 or not re.search(r"\bUP\b", out):
         reason = _first_line(r.stderr) or _first_line(r.stdout) or f"exit status {r.returncode}"
@@ -682,9 +672,7 @@ class Launcher:
         if self._queue:
             already = {h.key for h in self.handles.values() if h.finished}
             self._start_ready()
-            ended += [
-                h for h in self.handles.values() if h.finished and h.key not in already and h.job is None
-            ]
+            ended += [h for h in self.handles.values() if h.finished and h.key not in already and h.job is None]
         return ended
 
     def _poll_slurm(self, running: list[Handle]) -> list[Handle]:

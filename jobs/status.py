@@ -104,9 +104,7 @@ def resolve(run_dir: Path, queue: dict[str, str] | None, acct: dict[str, str] | 
             state, detail = "stale", problem
     elif m.state in ("submitted", "running"):
         state, detail = _live_state(m, queue, acct, run_dir)
-    return RunStatus(
-        run_dir.name, state, m.job_id, step, steps, loss, m.stdout, detail, m.attempts, m.cluster
-    )
+    return RunStatus(run_dir.name, state, m.job_id, step, steps, loss, m.stdout, detail, m.attempts, m.cluster)
 
 
 def _live_state(m: markers.Marker, queue, acct, run_dir: Path) -> tuple[str, str | None]:
@@ -206,9 +204,7 @@ def format_table(rows: list[RunStatus]) -> str:
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument(
-        "--runs-dir", default="runs", help="folder holding one folder per run (default: runs)"
-    )
+    parser.add_argument("--runs-dir", default="runs", help="folder holding one folder per run (default: runs)")
     parser.add_argument("--json", action="store_true", help="one JSON object per run instead of a table")
 
 

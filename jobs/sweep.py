@@ -122,17 +122,13 @@ def expand_arch(arch: str, seed: int, steps: int | None) -> tuple[ModelName, Mod
         main = _steps(main, steps)
     if len(pieces) == 2:
         if not main.insert_mode:
-            raise InputError(
-                f"architecture {arch!r}: an addition model is given but {pieces[0]} has no insN_ prefix"
-            )
+            raise InputError(f"architecture {arch!r}: an addition model is given but {pieces[0]} has no insN_ prefix")
         text = pieces[1]
         if re.search(r"_s\d{6}$", text):
             try:
                 insert = parse_name(text)
             except InputError as exc:
-                raise InputError(
-                    f"unknown addition model {text!r}: {str(exc).split(chr(39) + ': ', 1)[-1]}"
-                ) from None
+                raise InputError(f"unknown addition model {text!r}: {str(exc).split(chr(39) + ': ', 1)[-1]}") from None
         else:
             insert = _with_seed(text, seed, "addition model")
     elif main.insert_mode:
@@ -162,8 +158,7 @@ def _check_pair(main: ModelName, insert: ModelName, arch: str) -> None:
         raise InputError(f"architecture {arch!r}: the addition model {insert} must not have an insN_ prefix")
     if insert.n_digits != main.n_digits:
         raise InputError(
-            f"architecture {arch!r}: addition model {insert} has {insert.n_digits} digits, "
-            f"{main} has {main.n_digits}"
+            f"architecture {arch!r}: addition model {insert} has {insert.n_digits} digits, {main} has {main.n_digits}"
         )
     if insert.n_layers > main.n_layers or insert.n_heads > main.n_heads:
         raise InputError(
@@ -187,10 +182,7 @@ def plan(req: SweepRequest) -> list[PlannedRun]:
             wanted.setdefault(main.format(), insert.format() if insert else None)
     inserts = [i for i in dict.fromkeys(v for v in wanted.values() if v) if i not in wanted]
     out = [PlannedRun(RunSpec(n, runs_dir, req.overrides, None, req.threads), "insert") for n in inserts]
-    out += [
-        PlannedRun(RunSpec(n, runs_dir, req.overrides, ins, req.threads), "sweep")
-        for n, ins in wanted.items()
-    ]
+    out += [PlannedRun(RunSpec(n, runs_dir, req.overrides, ins, req.threads), "sweep") for n, ins in wanted.items()]
     for p in out:
         try:
             p.spec.train_config()
@@ -210,9 +202,7 @@ def add_arguments(parser) -> None:
         metavar="ARCH",
         help="model names without the seed, e.g. add_d6_l2_h3_t15K; ins* may add ',<addition arch>'",
     )
-    parser.add_argument(
-        "--file", help="sweep TOML file (seeds, archs, cluster, profile, [train], [slurm], ...)"
-    )
+    parser.add_argument("--file", help="sweep TOML file (seeds, archs, cluster, profile, [train], [slurm], ...)")
     parser.add_argument(
         "--cluster",
         choices=("auto",) + launch.BACKENDS,
@@ -221,30 +211,22 @@ def add_arguments(parser) -> None:
     )
     parser.add_argument("--profile", help="TOML profile with SLURM settings (see hpc/profiles/)")
     parser.add_argument("--runs-dir", default=None, help="folder for run folders (default: runs)")
-    parser.add_argument(
-        "--dry-run", action="store_true", help="print the plan and sbatch script(s); submit nothing"
-    )
+    parser.add_argument("--dry-run", action="store_true", help="print the plan and sbatch script(s); submit nothing")
     parser.add_argument("--force", action="store_true", help="retrain runs that are already done")
     parser.add_argument("--no-wait", action="store_true", help="slurm: submit and return (see varith status)")
-    parser.add_argument(
-        "--retries", type=int, default=None, help="resubmit failed runs up to N times (default 1)"
-    )
+    parser.add_argument("--retries", type=int, default=None, help="resubmit failed runs up to N times (default 1)")
     parser.add_argument(
         "--max-parallel",
         type=int,
         default=None,
         help="at most N jobs at once (slurm array cap; local default: cores / cores per job)",
     )
-    parser.add_argument(
-        "--poll", type=float, default=None, help="seconds between job checks (default 5; local 0.5)"
-    )
+    parser.add_argument("--poll", type=float, default=None, help="seconds between job checks (default 5; local 0.5)")
     g = parser.add_argument_group("training overrides (TrainConfig)")
     g.add_argument("--steps", type=int, help="training steps for every model (rewrites the names: t40, t15K)")
     for name, typ in _TRAIN_FLAGS.items():
         g.add_argument("--" + name.replace("_", "-"), type=typ, default=None)
-    g.add_argument(
-        "--fixes", action="store_true", default=None, help="the corrected behaviour (see DESIGN.md)"
-    )
+    g.add_argument("--fixes", action="store_true", default=None, help="the corrected behaviour (see DESIGN.md)")
     s = parser.add_argument_group("SLURM settings (override the profile)")
     for name in _SLURM_FLAGS:
         s.add_argument(
@@ -290,9 +272,7 @@ def _load_sweep_file(path: str) -> tuple[dict, Path]:
     }
     unknown = sorted(set(data) - known)
     if unknown:
-        raise InputError(
-            f"sweep file {p}: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})"
-        )
+        raise InputError(f"sweep file {p}: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
     return data, p.parent
 
 
@@ -312,9 +292,7 @@ def options_from_args(args) -> Options:
 
     seeds_raw = _split_words(args.seeds) if args.seeds else [str(s) for s in data.get("seeds", [])]
     seeds = tuple(dict.fromkeys(parse_seed(s) for s in seeds_raw))
-    archs = tuple(
-        dict.fromkeys(_split_words(args.archs) if args.archs else [str(a) for a in data.get("archs", [])])
-    )
+    archs = tuple(dict.fromkeys(_split_words(args.archs) if args.archs else [str(a) for a in data.get("archs", [])]))
     cluster = launch.resolve_cluster(args.cluster or data.get("cluster"))
     runs_dir = Path(args.runs_dir or data.get("runs_dir") or "runs")
     if not args.runs_dir and data.get("runs_dir"):
@@ -324,9 +302,7 @@ def options_from_args(args) -> Options:
     train = dict(data.get("train", {}))
     bad = sorted(set(train) - set(TRAIN_OVERRIDES))
     if bad:
-        raise InputError(
-            f"sweep file: unknown [train] key(s) {', '.join(bad)} (known: {', '.join(TRAIN_OVERRIDES)})"
-        )
+        raise InputError(f"sweep file: unknown [train] key(s) {', '.join(bad)} (known: {', '.join(TRAIN_OVERRIDES)})")
     for name in _TRAIN_FLAGS:
         v = getattr(args, name)
         if v is not None:
@@ -368,9 +344,7 @@ def options_from_args(args) -> Options:
         raise InputError(f"retries must be a whole number >= 0, got {retries!r}")
     poll = args.poll if args.poll is not None else (5.0 if cluster == "slurm" else 0.5)
     if args.no_wait and cluster != "slurm":
-        raise InputError(
-            "--no-wait needs --cluster slurm (local jobs are started and throttled by this process)"
-        )
+        raise InputError("--no-wait needs --cluster slurm (local jobs are started and throttled by this process)")
     req = SweepRequest(
         archs=archs,
         seeds=seeds,
@@ -421,9 +395,7 @@ def _tasks(todo: list[PlannedRun], skipped: dict[str, str]) -> list[launch.Task]
     return tasks
 
 
-def _dry_run(
-    opts: Options, planned: list[PlannedRun], todo: list[PlannedRun], skipped: dict[str, str]
-) -> int:
+def _dry_run(opts: Options, planned: list[PlannedRun], todo: list[PlannedRun], skipped: dict[str, str]) -> int:
     lc = opts.launch
     n_sweep = sum(p.role == "sweep" for p in planned)
     print(
@@ -445,11 +417,7 @@ def _dry_run(
             name = group[0].key if len(group) == 1 else f"{lc.job_name}_x{len(group)}"
             print(
                 f"# sbatch: {len(group)} job(s)"
-                + (
-                    f" as an array, at most {min(len(group), s.array_parallelism)} at once"
-                    if len(group) > 1
-                    else ""
-                )
+                + (f" as an array, at most {min(len(group), s.array_parallelism)} at once" if len(group) > 1 else "")
                 + (f", after {', '.join(dep_keys + dep_jobs)}" if deps else "")
                 + ": "
                 + " ".join(t.key for t in group)

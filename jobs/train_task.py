@@ -102,9 +102,7 @@ class TrainTask(submitit.helpers.Checkpointable):
         cluster = env.cluster if env is not None else None
         job_id = env.job_id if env is not None else None
         if world > 1:
-            submitit.helpers.TorchDistributedEnvironment().export(
-                set_cuda_visible_devices=False, overwrite=True
-            )
+            submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
             # accelerate sets torch's threads from this in multi-process runs (and warns when it is unset)
             os.environ.setdefault("OMP_NUM_THREADS", str(max(1, spec.threads)))
         stdout = stderr = None
@@ -146,9 +144,7 @@ class TrainTask(submitit.helpers.Checkpointable):
         if markers.artifacts_ok(insert_dir):
             return
         _log(f"{spec.name}: addition model {spec.insert} is missing; training it first")
-        ins_spec = RunSpec(
-            name=spec.insert, runs_dir=spec.runs_dir, overrides=spec.overrides, threads=spec.threads
-        )
+        ins_spec = RunSpec(name=spec.insert, runs_dir=spec.runs_dir, overrides=spec.overrides, threads=spec.threads)
         if rank == 0:
             markers.update_marker(
                 insert_dir,

@@ -119,9 +119,7 @@ def test_multiplication_is_unknown():
 
 
 # ----------------------------------------------------------------------- addition boundaries
-@pytest.mark.parametrize(
-    "chain, expected", [(0, "S1"), (1, "S2"), (2, "S3"), (3, "S4"), (4, "S5"), (5, "S5")]
-)
+@pytest.mark.parametrize("chain, expected", [(0, "S1"), (1, "S2"), (2, "S3"), (3, "S4"), (4, "S5"), (5, "S5")])
 def test_carry_then_exact_run_of_sum9_columns(chain, expected):
     # units column carries, then exactly `chain` sum-9 columns, then a column summing to 3 (no 9, no carry)
     cols = [(6, 7)] + [(4, 5)] * chain + [(1, 2)]
@@ -139,9 +137,7 @@ def test_run_ended_by_another_carry_still_counts_only_its_nines(chain, expected)
 
 def test_sum9_below_a_carry_does_not_count():
     assert label("64+45") == "S1"  # units sum to 9, tens carry: the 9 is below the carry
-    below = from_columns(
-        [(4, 5)] * 4 + [(6, 4), (1, 1)], "+"
-    )  # four sum-9 columns, then the carry above them
+    below = from_columns([(4, 5)] * 4 + [(6, 4), (1, 1)], "+")  # four sum-9 columns, then the carry above them
     assert [label(below, n) for n in (6, 8)] == ["S1", "S1"]
     assert label("99964+00045") == "S4"  # the carry in the tens runs into three 9+0 columns above it
 
@@ -227,9 +223,7 @@ def test_negative_borrow_then_equal_columns_up_to_the_top(zeros, expected):
 
 def test_negative_run_stops_at_an_unequal_column():
     assert label("3111-4117") == "N3"  # units borrow, two equal, then thousands 3 < 4
-    assert (
-        label("1311-2117") == "N2"
-    )  # units borrow, tens equal, hundreds 3 > 1 ends the run after one column
+    assert label("1311-2117") == "N2"  # units borrow, tens equal, hundreds 3 > 1 ends the run after one column
     assert label("10-15") == "N2"
     assert label("0012-0013", 4) == "N2"
 
@@ -281,9 +275,7 @@ def test_single_operation_batches_match_mixed_batches(only):
 def test_accepts_other_integer_dtypes_and_empty_input():
     x, y, op = parse_questions(["555+445", "99004-8"], 6)
     assert classify(x.astype(np.int64), y.astype(np.int32), op.astype(np.int64)).tolist() == [3, 9]
-    assert classify(np.zeros((0, 6), np.uint8), np.zeros((0, 6), np.uint8), np.zeros(0, np.uint8)).shape == (
-        0,
-    )
+    assert classify(np.zeros((0, 6), np.uint8), np.zeros((0, 6), np.uint8), np.zeros(0, np.uint8)).shape == (0,)
 
 
 @pytest.mark.parametrize(
@@ -372,9 +364,7 @@ def test_handpicked_starts_each_class_with_the_spec_examples():
         assert names.index(name) == i  # first of its class
     # only those that fit: the 4-digit suite has 555+445, 100-200 and 3111-3117 but not the 5-digit ones
     q4 = set(question_strings(*handpicked(4)[:3]))
-    fits = {
-        f"{a:04d}{'+' if o == ADD else '-'}{b:04d}" for _, a, o, b in LITERAL_EXAMPLES if max(a, b) < 10**4
-    }
+    fits = {f"{a:04d}{'+' if o == ADD else '-'}{b:04d}" for _, a, o, b in LITERAL_EXAMPLES if max(a, b) < 10**4}
     assert fits == {"0555+0445", "0100-0200", "3111-3117"} and fits <= q4
 
 
@@ -402,9 +392,7 @@ def test_handpicked_generates_the_subtle_patterns():
     # beyond the literal examples: short operands in every family, and 0-0 columns inside borrow runs
     x, y, op, lab = handpicked(6, seed=0, per_class=40)
     literal = {f"{a:06d}{'+' if o == ADD else '-'}{b:06d}" for _, a, o, b in LITERAL_EXAMPLES}
-    rows = [
-        (s, c) for s, c in zip(question_strings(x, y, op), class_names(lab), strict=True) if s not in literal
-    ]
+    rows = [(s, c) for s, c in zip(question_strings(x, y, op), class_names(lab), strict=True) if s not in literal]
     for family in "SMN":
         assert any(s.startswith("00") and s[7:9] == "00" for s, c in rows if c[0] == family)
 

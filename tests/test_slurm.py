@@ -166,9 +166,7 @@ def test_preempted_job_requeues_resumes_and_matches_uninterrupted(tmp_path):
     # requeued: the marker goes back to submitted with the same job id, then the job resumes and finishes
     wait_for(lambda: markers.read_marker(runs / name).state == "submitted", 60, "requeue marker", every=0.2)
     ref = single_process_weights(tmp_path, name, checkpoint_every=100, log_every=50)  # meanwhile
-    wait_for(
-        lambda: markers.read_marker(runs / name).state in ("done", "failed"), 400, "the requeued job", every=2
-    )
+    wait_for(lambda: markers.read_marker(runs / name).state in ("done", "failed"), 400, "the requeued job", every=2)
     m = markers.read_marker(runs / name)
     assert m.state == "done" and m.job_id == job.job_id and m.attempts == 1
     assert [e[1] for e in m.events] == ["submitted", "running", "submitted", "running", "done"]

@@ -83,9 +83,7 @@ def test_local_launcher_caps_concurrency(tmp_path):
     )
     cfg = launch.LaunchConfig(cluster="local", folder=tmp_path / "sub" / "%j", max_parallel=2)
     tasks = [
-        launch.Task(
-            f"t{i}", submitit.helpers.CommandFunction([sys.executable, "-c", code, str(stamps / f"{i}")])
-        )
+        launch.Task(f"t{i}", submitit.helpers.CommandFunction([sys.executable, "-c", code, str(stamps / f"{i}")]))
         for i in range(4)
     ]
     launcher = launch.Launcher(cfg)
@@ -400,11 +398,7 @@ def test_profile_values():
     assert launch.parse_time_min("01:30:00") == 90
     assert launch.parse_time_min("1-00:00:00") == 1440
     assert launch.parse_time_min("2-3") == 2 * 1440 + 180
-    assert (
-        launch.parse_mem_gb("16G") == 16
-        and launch.parse_mem_gb("512M") == 0.5
-        and launch.parse_mem_gb(2) == 2
-    )
+    assert launch.parse_mem_gb("16G") == 16 and launch.parse_mem_gb("512M") == 0.5 and launch.parse_mem_gb(2) == 2
     s = launch.profile_from_dict(
         {
             "partition": "p",
