@@ -38,10 +38,12 @@ def binomial_upper_bound(tested: int, failed: int, confidence: float = 0.95) -> 
     alpha = 1.0 - confidence
     if failed == 0:
         return float(1.0 - alpha ** (1.0 / tested))
-    from math import lgamma, log
+    from math import log
 
     i = np.arange(failed + 1, dtype=np.float64)
-    log_binom = np.array([lgamma(tested + 1) - lgamma(k + 1) - lgamma(tested - k + 1) for k in range(failed + 1)])
+    # log C(tested, i) for i = 0..failed, as a running sum of log((tested - j + 1) / j): no per-term Python loop
+    steps = np.log(tested - i[1:] + 1) - np.log(i[1:])
+    log_binom = np.concatenate([[0.0], np.cumsum(steps)])
 
     def cdf(p: float) -> float:
         terms = log_binom + i * log(p) + (tested - i) * np.log1p(-p)

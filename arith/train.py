@@ -14,7 +14,7 @@ import math
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -375,7 +375,3 @@ def _save_checkpoint(accelerator, out_dir: Path, step: int) -> None:
         for old in sorted(ckdir.glob("step_*"))[:-KEEP_CHECKPOINTS]:
             shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
-
-
-def config_dict(cfg: TrainConfig) -> dict:
-    return asdict(cfg)

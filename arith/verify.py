@@ -17,7 +17,7 @@ from arith.errors import InputError
 from arith.model import Transformer
 from arith.questions import ENRICH_CURRENT, ENRICH_RULES, exhaustive_block, exhaustive_count, random_block
 from arith.scoring import score
-from arith.vocab import ADD, MUL, OP_CHAR, QCLASS_NAMES, SUB, Layout, encode, question_class
+from arith.vocab import ADD, MUL, QCLASS_NAMES, SUB, Layout, encode, question_class
 
 N_QCLASSES = len(QCLASS_NAMES)  # ADD, SUB, NEG, MUL
 N_CCOLS = complexity.N_CLASSES + 1  # the 15 classes, then UNKNOWN (multiplication)
@@ -222,7 +222,3 @@ def evaluate_block(
         return BlockCounts.empty(suite.n_digits)
     s = score(model, encode(x, y, op), suite.n_digits, mode=mode, precision=precision, batch_size=batch_size)
     return count_block(x, y, op, s.failed, s.wrong, s.pred, cap)
-
-
-def op_char(op: int) -> str:
-    return OP_CHAR[int(op)]

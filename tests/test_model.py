@@ -189,3 +189,18 @@ def test_wrong_shape_and_corrupt_files_are_named(tmp_path):
     sd["extra.param"] = torch.zeros(1)
     with pytest.raises(InputError, match="unexpected key extra.param"):
         check_state_dict(sd, shape, "x")
+
+
+def test_several_patches_of_one_point_combine_into_one_hook():
+    from arith.model import patches
+
+    shape = shape_of(1, 3, 2, d_model=32, d_head=8, d_mlp=64)
+    m = Transformer(shape).eval()
+    tokens = torch.randint(0, 15, (6, shape.n_ctx))
+    a = Patch(pos=3, head=0, value=torch.zeros(8), rows=torch.tensor([0, 1, 2]))
+    b = Patch(pos=5, head=2, value=torch.ones(8), rows=torch.tensor([3, 4, 5]))
+    with torch.no_grad():
+        both = m(tokens, hooks={"blocks.0.attn.hook_z": patches(a, b)})
+        only_a = m(tokens, hooks={"blocks.0.attn.hook_z": a})
+        only_b = m(tokens, hooks={"blocks.0.attn.hook_z": b})
+    assert torch.allclose(both[:3], only_a[:3], atol=1e-6) and torch.allclose(both[3:], only_b[3:], atol=1e-6)
