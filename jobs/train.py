@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from arith.errors import InputError
@@ -72,15 +73,34 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def run(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from hpc import markers
+
     cfg = config_from_args(args)
     out = Path(args.out) / cfg.name
-    result = train(cfg, out, resume=args.resume, progress=not args.no_progress, stop_after=args.stop_after)
-    if result.complete:
-        print(f"{cfg.name}: {result.steps_done} steps, final loss {result.final_loss:.3g}")
-        print(f"  weights: {result.weights}\n  train json: {result.train_json}")
-    else:
+    rank0 = int(os.environ.get("RANK", "0")) == 0  # under DDP only rank 0 keeps the run's marker
+    if rank0:  # `varith status` shows runs trained directly too
+        markers.mark_running(out, None, "cli", None, None)
+    try:
+        result = train(cfg, out, resume=args.resume, progress=not args.no_progress, stop_after=args.stop_after)
+    except BaseException as exc:
+        if rank0:
+            markers.mark_failed(out, f"{type(exc).__name__}: {exc}".splitlines()[0])
+        raise
+    if not result.complete:
+        if rank0:
+            markers.mark_failed(out, f"stopped at step {result.steps_done} (--stop-after); run again to continue")
         print(
             f"{cfg.name}: stopped after {result.steps_done} steps "
             f"(checkpoint in {out / 'checkpoints'}); run again to continue"
         )
+        return 0
+    if rank0:
+        markers.record_artifacts(
+            out, [result.weights, result.train_json], seed=cfg.model_name.seed, train_config=asdict(cfg)
+        )
+        markers.mark_done(out, result.steps_done, result.final_loss)
+    print(f"{cfg.name}: {result.steps_done} steps, final loss {result.final_loss:.3g}")
+    print(f"  weights: {result.weights}\n  train json: {result.train_json}")
     return 0

@@ -76,6 +76,10 @@ def test_train_cli_writes_artifacts_and_resumes(tmp_path):
     run = tmp_path / "add_d2_l1_h3_t60_s111111"
     assert (run / "add_d2_l1_h3_t60_s111111.pth").is_file()
     assert len(json.loads((run / "add_d2_l1_h3_t60_s111111_train.json").read_text())["TrainingLoss"]) == 60
+    # runs trained directly show up in `varith status`, with a manifest of their artifacts
+    status = varith("status", "--runs-dir", str(tmp_path))
+    assert status.returncode == 0 and "add_d2_l1_h3_t60_s111111" in status.stdout and "done" in status.stdout
+    assert "add_d2_l1_h3_t60_s111111.pth" in (run / "manifest.json").read_text()
     # --steps/--seed overrides rename the run to what it really is
     proc = varith(
         "train",
