@@ -130,3 +130,15 @@ def test_ins1_training_starts_from_the_addition_model(tmp_path):
     assert res.complete
     conf = json.loads(res.train_json.read_text())["Config"]
     assert conf["insert_mode"] == 1 and conf["perc_sub"] == 80 and conf["insert_n_layers"] == 1
+
+
+def test_bf16_paths_run_on_cpu(tmp_path, demo_model):
+    """The GPU configuration (bf16 autocast) exercised on CPU: training runs, scoring agrees with fp32."""
+    res = train(TrainConfig("add_d2_l1_h3_t20_s111111", precision="bf16", **TINY), tmp_path / "bf16", progress=False)
+    assert res.complete and np.isfinite(res.final_loss)
+    shape, n, _ = model_info(demo_model)
+    model = load_model(demo_model, shape)
+    tokens = encode(*exhaustive_block(n, ADD, 0, 2000))
+    fp32 = score(model, tokens, n)
+    bf16 = score(model, tokens, n, precision="bf16")
+    assert (fp32.pred == bf16.pred).mean() > 0.99
