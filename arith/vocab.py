@@ -84,6 +84,14 @@ class Layout:
         return [f"A{k}" for k in range(self.n_digits + 1, -1, -1)]
 
 
+def x_less_than_y(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Per row of two digit grids (most significant first): is x < y? At the first differing column, x is smaller."""
+    diff = np.asarray(x, dtype=np.int16) - np.asarray(y, dtype=np.int16)
+    nz = diff != 0
+    first = np.where(nz.any(axis=1), nz.argmax(axis=1), 0)
+    return diff[np.arange(len(diff)), first] < 0
+
+
 def answer_digits(x: np.ndarray, y: np.ndarray, op: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Exact answers, column by column: (negative bool [N], magnitude digits uint8 [N, n+1], MSB first)."""
     x = np.asarray(x, dtype=np.int16)
@@ -95,12 +103,7 @@ def answer_digits(x: np.ndarray, y: np.ndarray, op: np.ndarray) -> tuple[np.ndar
 
     is_sub = op == SUB
     if is_sub.any():
-        # x < y  <=>  at the first column where they differ, x's digit is smaller
-        diff = x - y
-        nz = diff != 0
-        first = np.where(nz.any(axis=1), nz.argmax(axis=1), 0)
-        first_sign = diff[np.arange(N), first]
-        neg = is_sub & (first_sign < 0)
+        neg = is_sub & x_less_than_y(x, y)
     big = np.where(neg[:, None], y, x)
     small = np.where(neg[:, None], x, y)
     carry = np.zeros(N, dtype=np.int16)
@@ -157,12 +160,7 @@ def encode(x: np.ndarray, y: np.ndarray, op: np.ndarray) -> np.ndarray:
 def question_class(x: np.ndarray, y: np.ndarray, op: np.ndarray) -> np.ndarray:
     """ADD / SUB (answer >= 0) / NEG (answer < 0) / MUL per question, uint8 [N]."""
     op = np.asarray(op)
-    x = np.asarray(x, dtype=np.int16)
-    y = np.asarray(y, dtype=np.int16)
-    diff = x - y
-    nz = diff != 0
-    first = np.where(nz.any(axis=1), nz.argmax(axis=1), 0)
-    x_less = diff[np.arange(len(op)), first] < 0
+    x_less = x_less_than_y(x, y)
     out = np.full(len(op), Q_ADD, dtype=np.uint8)
     out[op == SUB] = np.where(x_less[op == SUB], Q_NEG, Q_SUB)
     out[op == MUL] = Q_MUL
