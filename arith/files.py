@@ -8,12 +8,30 @@ import os
 import tempfile
 from pathlib import Path
 
+from arith.errors import InputError
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it (Linux: /proc/self/status; elsewhere set-and-restore)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        # mkstemp creates 0600; an artifact gets the mode a plain open() would give (group-readable under a
+        # 0022 or 0002 umask), so collaborators on a shared cluster can read it
+        os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -34,3 +52,19 @@ def sha256_file(path: str | Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def require_writable_dir(path: str | Path, what: str) -> Path:
+    """Create `path` (and its parents) if needed and check that files can be written there, before any work
+    starts. Returns the absolute path; an InputError naming `what` (e.g. "--out") otherwise."""
+    path = Path(path).absolute()
+    if path.exists() and not path.is_dir():
+        raise InputError(f"{what} {path}: exists and is not a directory")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-check.", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise InputError(f"{what} {path}: not writable ({exc.strerror or type(exc).__name__})") from None
+    return path
