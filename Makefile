@@ -27,9 +27,11 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 # Train a 2-digit addition model, verify it on all 10,000 questions, print accuracy per complexity class.
+DEMO_MODEL ?= add_d2_l1_h3_t3K_s123456
 demo: setup
-	$(BIN)/varith train add_d2_l1_h3_t3K_s123456 --out $(RUNS) --d-model 64 --d-head 16 --lr 3e-3 --no-resume
-	$(BIN)/varith verify $(RUNS)/add_d2_l1_h3_t3K_s123456/add_d2_l1_h3_t3K_s123456.pth --exhaustive
+	$(BIN)/varith train $(DEMO_MODEL) --out $(RUNS) --d-model 64 --d-head 16 --lr 3e-3 --no-resume
+	$(BIN)/varith verify $(RUNS)/$(DEMO_MODEL)/$(DEMO_MODEL).pth --exhaustive
+	$(BIN)/varith status --runs-dir $(RUNS)
 
 test: setup
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)

@@ -283,14 +283,10 @@ def train(
         shutil.rmtree(out_dir / "checkpoints")
     accelerator.wait_for_everyone()
 
-    from tqdm import tqdm
+    from arith.progress import progress as progress_report
 
-    bar = tqdm(
-        total=steps,
-        initial=state.step,
-        desc=cfg.name,
-        disable=not (progress and accelerator.is_main_process),
-        dynamic_ncols=True,
+    bar = progress_report(
+        steps, desc=cfg.name, unit="step", initial=state.step, enabled=progress and accelerator.is_main_process
     )
     end = steps if stop_after is None else min(steps, stop_after)
     ans = slice(layout.answer_start, layout.n_ctx)
@@ -325,8 +321,8 @@ def train(
         if done % cfg.log_every == 0 or done == end:
             sync_losses()
             if accelerator.is_main_process:
-                bar.update(done - bar.n)
                 bar.set_postfix(loss=f"{state.losses[done - 1]:.3g}")
+                bar.update(done - bar.n)
                 rate = cfg.log_every / max(1e-9, time.monotonic() - t_last)
                 t_last = time.monotonic()
                 atomic_write_json(

@@ -25,13 +25,13 @@ import shutil
 import subprocess
 import sys
 import time
-import tomllib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from arith.errors import InputError
+from hpc.profile import check_keys, read_toml
 
 BACKENDS = ("slurm", "local", "debug")
 LOCAL_TIMEOUT_MIN = 7 * 24 * 60  # the local backend has no wall-time limit unless one is asked for
@@ -245,10 +245,7 @@ def parse_mem_gb(value: Any) -> float:
 
 def _settings_kwargs(raw: dict, where: str) -> dict[str, Any]:
     """Profile/TOML keys -> SlurmSettings fields (time -> time_min, mem -> mem_gb), checked."""
-    known = set(PROFILE_REQUIRED) | set(PROFILE_OPTIONAL)
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise InputError(f"{where}: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+    check_keys(raw, set(PROFILE_REQUIRED) | set(PROFILE_OPTIONAL), where)
     out: dict[str, Any] = {}
     for key, value in raw.items():
         if key == "time":
@@ -275,13 +272,7 @@ def _settings_kwargs(raw: dict, where: str) -> dict[str, Any]:
 def load_profile(path: str | Path) -> SlurmSettings:
     """A TOML profile: a `[slurm]` table (or top-level keys) with at least partition, time, mem,
     cpus_per_task and gpus_per_node. Missing or unknown keys raise InputError naming them."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"profile {path}: no such file")
-    try:
-        data = tomllib.loads(path.read_text())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"profile {path}: not valid TOML ({str(exc).splitlines()[0]})") from None
+    data = read_toml(path, "profile")
     return profile_from_dict(data.get("slurm", data) if isinstance(data.get("slurm"), dict) else data, str(path))
 
 

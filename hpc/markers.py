@@ -218,10 +218,12 @@ def mark_running(
     return update_marker(run_dir, state="running", **changes)
 
 
-def mark_requeued(run_dir: str | Path) -> Marker | None:
+def mark_requeued(run_dir: str | Path, lock_timeout: float | None = None) -> Marker | None:
     """Preempted or timed out: the job goes back to the queue with the same id and resumes from its
     checkpoint."""
-    return update_marker(run_dir, state="submitted", only_if_state=("running", "submitted"), pid=None)
+    return update_marker(
+        run_dir, state="submitted", only_if_state=("running", "submitted"), pid=None, lock_timeout=lock_timeout
+    )
 
 
 def mark_done(run_dir: str | Path, steps_done: int, final_loss: float | None) -> Marker:
@@ -289,17 +291,21 @@ def _package_versions() -> dict:
 
 
 def record_artifacts(run_dir: str | Path, paths: Iterable[str | Path], **meta) -> dict:
-    """Add (or refresh) artifacts in the run's manifest: sha256 and size of each file, relative to the run
-    dir. `meta` (seed, train config, ...) is merged at the top level. Returns the manifest."""
+    """Add (or refresh) artifacts in the run's manifest: sha256 and size of each file (a path, absolute or
+    relative to the current directory, inside `run_dir`), keyed by its path relative to the run dir. `meta`
+    (seed, train config, ...) is merged at the top level. Returns the manifest."""
     run_dir = Path(run_dir)
     with _locked(run_dir):
         manifest = _read_json(run_dir / MANIFEST) or {}
         manifest.setdefault("name", run_dir.name)
         arts = dict(manifest.get("artifacts") or {})
+        root = run_dir.resolve()
         for p in paths:
-            p = Path(p)
-            rel = str(p.resolve().relative_to(run_dir.resolve())) if p.is_absolute() else str(p)
-            full = run_dir / rel
+            full = Path(p).resolve()  # relative paths are relative to the current directory, like open()
+            try:
+                rel = str(full.relative_to(root))
+            except ValueError:
+                raise ValueError(f"artifact {p} is not inside the run directory {run_dir}") from None
             arts[rel] = {"sha256": sha256_file(full), "bytes": full.stat().st_size}
         manifest["artifacts"] = arts
         manifest.update(meta)

@@ -26,14 +26,16 @@ import io
 import re
 import sys
 import time
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from arith.device import PRECISIONS
 from arith.errors import InputError
 from arith.names import INSERT_OF, ModelName, parse_name
+from arith.questions import ENRICH_RULES
 from hpc import launch, markers
+from hpc.profile import check_keys, read_toml
 from jobs import status as status_mod
 from jobs.train_task import TRAIN_OVERRIDES, RunSpec, TrainTask
 
@@ -42,31 +44,34 @@ HELP = "Train one run per (architecture, seed) on SLURM, locally or in-process; 
 DEFAULT_INSERT_SHAPE = ("add", 2, 3, 15000, 372001)  # the reference parser's insert defaults (spec 1.1)
 
 # CLI flag -> (TrainConfig field, type)
-_TRAIN_FLAGS = {
-    "d_model": int,
-    "d_head": int,
-    "d_mlp_multiplier": int,
-    "batch_size": int,
-    "lr": float,
-    "weight_decay": float,
-    "enrich": str,
-    "precision": str,
-    "checkpoint_every": int,
-    "log_every": int,
+# TrainConfig overrides a sweep takes as flags: name -> (type, help)
+_TRAIN_FLAGS: dict[str, tuple[type, str]] = {
+    "d_model": (int, "residual width (published: 510)"),
+    "d_head": (int, "width of each attention head (published: 170)"),
+    "d_mlp_multiplier": (int, "MLP width as a multiple of d_model (published: 4)"),
+    "batch_size": (int, "global batch per step, split across the DDP ranks (default 64)"),
+    "lr": (float, "peak learning rate (default 8e-5)"),
+    "weight_decay": (float, "AdamW weight decay (default 0.1)"),
+    "enrich": (str, "training-batch enrichment rule"),
+    "precision": (str, "training precision (bf16: autocast on GPUs and CPUs that have it)"),
+    "checkpoint_every": (int, "steps between accelerate checkpoints (default 1000)"),
+    "log_every": (int, "steps between loss lines in the log (default 100)"),
 }
-# CLI flag -> profile key
-_SLURM_FLAGS = (
-    "partition",
-    "account",
-    "qos",
-    "time",
-    "mem",
-    "cpus_per_task",
-    "gpus_per_node",
-    "tasks_per_node",
-    "nodes",
-    "max_num_timeout",
-)
+_TRAIN_CHOICES = {"enrich": ENRICH_RULES, "precision": PRECISIONS}
+# SLURM flags (profile keys) -> help
+_SLURM_HELP = {
+    "partition": "SLURM partition",
+    "account": "SLURM account to charge",
+    "qos": "SLURM quality of service",
+    "time": "wall time per job, e.g. 90, 1:30:00 or 2-00:00:00 (minutes or SLURM's forms)",
+    "mem": "memory per node, e.g. 16G or 4000M",
+    "cpus_per_task": "CPU cores per task (also torch's threads per task)",
+    "gpus_per_node": "GPUs per node (one task per GPU)",
+    "tasks_per_node": "tasks per node (DDP ranks; defaults to gpus_per_node when GPUs are asked for)",
+    "nodes": "nodes per job",
+    "max_num_timeout": "requeues after a time-out or preemption before the run counts as failed",
+}
+_SLURM_FLAGS = tuple(_SLURM_HELP)
 
 
 @dataclass(frozen=True)
@@ -224,15 +229,23 @@ def add_arguments(parser) -> None:
     parser.add_argument("--poll", type=float, default=None, help="seconds between job checks (default 5; local 0.5)")
     g = parser.add_argument_group("training overrides (TrainConfig)")
     g.add_argument("--steps", type=int, help="training steps for every model (rewrites the names: t40, t15K)")
-    for name, typ in _TRAIN_FLAGS.items():
-        g.add_argument("--" + name.replace("_", "-"), type=typ, default=None)
-    g.add_argument("--fixes", action="store_true", default=None, help="the corrected behaviour (see DESIGN.md)")
+    for name, (typ, text) in _TRAIN_FLAGS.items():
+        g.add_argument(
+            "--" + name.replace("_", "-"), type=typ, default=None, choices=_TRAIN_CHOICES.get(name), help=text
+        )
+    g.add_argument(
+        "--fixes",
+        action="store_true",
+        default=None,
+        help="the corrected ins*/GrokFast behaviour instead of the reference's (see README, 'Fidelity')",
+    )
     s = parser.add_argument_group("SLURM settings (override the profile)")
     for name in _SLURM_FLAGS:
         s.add_argument(
             "--" + name.replace("_", "-"),
             default=None,
             type=str if name in ("partition", "account", "qos", "time", "mem") else int,
+            help=_SLURM_HELP[name],
         )
     s.add_argument(
         "--sbatch",
@@ -252,12 +265,7 @@ def add_arguments(parser) -> None:
 
 def _load_sweep_file(path: str) -> tuple[dict, Path]:
     p = Path(path)
-    if not p.is_file():
-        raise InputError(f"sweep file {p}: no such file")
-    try:
-        data = tomllib.loads(p.read_text())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"sweep file {p}: not valid TOML ({str(exc).splitlines()[0]})") from None
+    data = read_toml(p, "sweep file")
     known = {
         "seeds",
         "archs",
@@ -270,9 +278,7 @@ def _load_sweep_file(path: str) -> tuple[dict, Path]:
         "train",
         "slurm",
     }
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise InputError(f"sweep file {p}: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+    check_keys(data, known, f"sweep file {p}")
     return data, p.parent
 
 
@@ -300,9 +306,7 @@ def options_from_args(args) -> Options:
 
     # training overrides: file [train], then flags
     train = dict(data.get("train", {}))
-    bad = sorted(set(train) - set(TRAIN_OVERRIDES))
-    if bad:
-        raise InputError(f"sweep file: unknown [train] key(s) {', '.join(bad)} (known: {', '.join(TRAIN_OVERRIDES)})")
+    check_keys(train, TRAIN_OVERRIDES, "sweep file [train]")
     for name in _TRAIN_FLAGS:
         v = getattr(args, name)
         if v is not None:

@@ -17,13 +17,13 @@ import os
 import sys
 import time
 import traceback
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import submitit
 
-from hpc import markers
+from hpc import markers, runs
 
 # TrainConfig fields a sweep may override (the name carries op, digits, layers, heads, steps and seed)
 TRAIN_OVERRIDES = (
@@ -125,9 +125,9 @@ class TrainTask(submitit.helpers.Checkpointable):
             _log(f"{spec.name}: done, {summary['steps_done']} steps, final loss {summary['final_loss']}")
             return summary
         except Exception as exc:
-            error = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            error = runs.error_line(exc)
             if rank == 0:
-                markers.mark_failed(spec.run_dir, error)
+                runs.fail_run(spec.run_dir, error)
             _log(f"{spec.name}: failed: {error}")
             if cluster == "debug":
                 traceback.print_exc(file=sys.stderr)
@@ -158,20 +158,14 @@ class TrainTask(submitit.helpers.Checkpointable):
             _train(ins_spec, rank)
         except Exception as exc:
             if rank == 0:
-                markers.mark_failed(insert_dir, f"{type(exc).__name__}: {exc}".splitlines()[0])
+                runs.fail_run(insert_dir, exc)
             raise RuntimeError(f"addition model {spec.insert} failed: {exc}") from exc
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
         """Preempted or timed out (rank 0, inside submitit's signal handler): requeue a fresh instance,
         which resumes from the newest checkpoint on disk."""
         try:
-            markers.update_marker(
-                self.spec.run_dir,
-                state="submitted",
-                only_if_state=("running", "submitted"),
-                pid=None,
-                lock_timeout=5.0,
-            )
+            markers.mark_requeued(self.spec.run_dir, lock_timeout=5.0)
         except TimeoutError:  # the marker is being written right now: the requeued job rewrites it anyway
             pass
         _log(f"{self.spec.name}: checkpoint requested; requeueing (resumes from the newest checkpoint)")
@@ -189,14 +183,7 @@ def _train(spec: RunSpec, rank: int) -> dict:
     if not result.complete:
         raise RuntimeError(f"training stopped at step {result.steps_done} before the end")
     if rank == 0:
-        markers.record_artifacts(
-            spec.run_dir,
-            [result.weights, result.train_json],
-            seed=cfg.model_name.seed,
-            train_config=asdict(cfg),
-            insert=spec.insert,
-        )
-        markers.mark_done(spec.run_dir, result.steps_done, result.final_loss)
+        runs.finish_run(spec.run_dir, result, cfg, insert=spec.insert)
     return {
         "name": spec.name,
         "state": "done",

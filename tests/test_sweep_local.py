@@ -459,7 +459,7 @@ def test_markers_and_manifest(tmp_path):
     assert not markers.artifacts_ok(run)
     (run / f"{run.name}.pth").write_bytes(b"w")
     (run / f"{run.name}_train.json").write_text("{}")
-    markers.record_artifacts(run, [run / f"{run.name}.pth", f"{run.name}_train.json"], seed=1)
+    markers.record_artifacts(run, [run / f"{run.name}.pth", run / f"{run.name}_train.json"], seed=1)
     assert markers.artifacts_ok(run)
     (run / f"{run.name}_train.json").write_text("{ }")
     assert markers.artifacts_problem(run) == f"{run.name}_train.json has changed size"
