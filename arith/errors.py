@@ -3,3 +3,11 @@
 
 class InputError(ValueError):
     """Bad input from a user: a malformed name, question, file or setting. The message names the problem."""
+
+
+def clip(text: object, limit: int = 80) -> str:
+    """`text` cut to at most `limit` characters, for quoting user input in a message (`...` marks a cut)."""
+    text = str(text)
+    if len(text) <= limit:
+        return text
+    return f"{text[: max(limit - 3, 0)]}... ({len(text):,} characters)"

@@ -16,6 +16,7 @@ A hook is a function tensor -> tensor|None (None keeps the tensor); `Cache` and 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -23,9 +24,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from arith.errors import InputError, clip
 from arith.vocab import D_VOCAB
 
 Hook = Callable[[torch.Tensor], torch.Tensor | None]
+PATCH_KINDS = ("z", "pattern", "pos")
 HOOK_POINTS = ("hook_resid_pre", "attn.hook_pattern", "attn.hook_z", "mlp.hook_post", "hook_resid_post")
 
 
@@ -43,8 +46,6 @@ class ModelShape:
     def __post_init__(self):
         for field in ("n_layers", "n_heads", "n_ctx", "d_model", "d_head", "d_mlp"):
             if getattr(self, field) < 1:
-                from arith.errors import InputError
-
                 raise InputError(f"model shape: {field} must be positive, got {getattr(self, field)}")
 
     @classmethod
@@ -184,8 +185,6 @@ class Transformer(nn.Module):
     def __init__(self, shape: ModelShape):
         super().__init__()
         if shape.act_fn != "relu":
-            from arith.errors import InputError
-
             raise InputError(f"act_fn {shape.act_fn!r} is not supported (the published models use relu)")
         self.shape = shape
         self.embed = _Embed(shape.d_vocab, shape.d_model)
@@ -193,6 +192,7 @@ class Transformer(nn.Module):
         self.blocks = nn.ModuleList(_Block(shape) for _ in range(shape.n_layers))
         self.ln_final = _LayerNorm(shape.d_model)
         self.unembed = _Unembed(shape.d_model, shape.d_vocab)
+        self._hook_point_set = frozenset(self.hook_points())
         self.reset_parameters()
 
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
@@ -214,6 +214,8 @@ class Transformer(nn.Module):
         logit_positions: slice | None = None,
     ) -> torch.Tensor:
         """Logits [batch, pos, d_vocab] (only `logit_positions` when given). `hooks` maps point names to hooks."""
+        if hooks:
+            self.check_hook_points(hooks)
         P = tokens.shape[1]
         x = F.embedding(tokens, self.embed.W_E) + self.pos_embed.W_pos[:P]
         get = (hooks or {}).get
@@ -229,6 +231,29 @@ class Transformer(nn.Module):
             x = x[:, logit_positions]
         x = self.ln_final(x)
         return x @ self.unembed.W_U + self.unembed.b_U
+
+    def hook_points(self) -> list[str]:
+        """Every intervention point name of this model, in forward order."""
+        return [f"blocks.{i}.{point}" for i in range(self.shape.n_layers) for point in HOOK_POINTS]
+
+    def check_hook_points(self, names: Iterable[str]) -> None:
+        """InputError for a point name this model does not have (a misspelt point or a layer out of range)."""
+        bad = [n for n in names if n not in self._hook_point_set]
+        if not bad:
+            return
+        name = bad[0]
+        shown = repr(clip(name)) if isinstance(name, str) else repr(name)
+        last = self.shape.n_layers - 1
+        layers = "0" if last == 0 else f"0..{last}"
+        m = re.fullmatch(r"blocks\.(\d+)\.(.+)", name) if isinstance(name, str) else None
+        if m and m.group(2) in HOOK_POINTS:
+            problem = f"layer {m.group(1)} is out of range (the model has {last + 1} layer{'s' * bool(last)})"
+        else:
+            problem = "no such point"
+        raise InputError(
+            f"hook point {shown}: {problem}; valid points are blocks.<L>.<point> for L in {layers} and "
+            f"<point> one of {', '.join(HOOK_POINTS)}"
+        )
 
     def run_with_cache(self, tokens: torch.Tensor, names: Iterable[str], hooks: dict[str, Hook] | None = None):
         """(logits, {point name: activation}) for the requested points (and any other hooks given)."""
@@ -264,6 +289,10 @@ class Patch:
     head: int | torch.Tensor | None = None
     rows: torch.Tensor | None = None
     kind: str = "z"
+
+    def __post_init__(self):
+        if self.kind not in PATCH_KINDS:
+            raise InputError(f"unknown patch kind {clip(self.kind)!r} (expected {', '.join(PATCH_KINDS)})")
 
     def __call__(self, t: torch.Tensor) -> torch.Tensor:
         t = t.clone()

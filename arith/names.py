@@ -25,7 +25,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 
-from arith.errors import InputError
+from arith.errors import InputError, clip
 
 OPS = ("add", "sub", "mix", "mul", "mas")
 MAX_DIGITS = 20
@@ -132,18 +132,18 @@ def parse_name(text: str) -> ModelName:
         raise InputError(f"model name must be text, got {type(text).__name__}")
     m = _GRAMMAR.fullmatch(text)
     if m is None:
-        raise InputError(f"model name {text!r}: {_diagnose(text)}")
+        raise InputError(f"model name {clip(text)!r}: {_diagnose(text)}")
     steps = int(m["t"])
     if m["k"]:
         steps *= 1000
     elif steps >= 1000:
         hint = f"write t{steps // 1000}K for whole thousands" if steps % 1000 == 0 else "_t300"
         raise InputError(
-            f"model name {text!r}: steps without K must be below 1000 ({hint}); larger counts are _t<thousands>K"
+            f"model name {clip(text)!r}: steps without K must be below 1000 ({hint}); larger counts are _t<thousands>K"
         )
     n_digits = int(m["d"])
     if n_digits > MAX_DIGITS:
-        raise InputError(f"model name {text!r}: {_value_problem('d', m['d'])}")
+        raise InputError(f"model name {clip(text)!r}: {_value_problem('d', m['d'])}")
     return ModelName(
         insert_mode=int(m["ins"] or 0),
         op=m["op"],
@@ -168,12 +168,12 @@ def _diagnose(text: str) -> str:
     i = 0
     if parts[0].startswith("ins"):
         if not re.fullmatch(r"ins[1-4]", parts[0]):
-            return f"insert prefix {parts[0]!r} must be ins1, ins2, ins3 or ins4"
+            return f"insert prefix {clip(parts[0])!r} must be ins1, ins2, ins3 or ins4"
         i = 1
     if i >= len(parts):
         return "missing operation (add, sub, mix, mul or mas)"
     if parts[i] not in OPS:
-        return f"unknown operation {parts[i]!r} (expected add, sub, mix, mul or mas)"
+        return f"unknown operation {clip(parts[i])!r} (expected add, sub, mix, mul or mas)"
     i += 1
     letters = [f[0] for f in _FIELDS]
     for j, (letter, what, example) in enumerate(_FIELDS):
@@ -188,7 +188,7 @@ def _diagnose(text: str) -> str:
             later = [f for f in letters[j + 1 :] if part[0] == f and part[1:2].isdigit()]
             if later:
                 return f"missing _{letter}<{what}> (e.g. {example})"
-            return f"unexpected part {part!r} where _{letter}<{what}> belongs (e.g. {example})"
+            return f"unexpected part {clip(part)!r} where _{letter}<{what}> belongs (e.g. {example})"
         problem = _value_problem(letter, part[1:])
         if problem:
             return problem
@@ -197,7 +197,7 @@ def _diagnose(text: str) -> str:
         rest = "_".join(parts[i:])
         if rest == "gf":
             return "'_gf' must come before the seed (..._t15K_gf_s372001)"
-        return f"unexpected trailing part {rest!r} after the seed"
+        return f"unexpected trailing part {clip(rest)!r} after the seed"
     return "does not match [insN_]<op>_d<D>_l<L>_h<H>_t<T>K[_gf]_s<SEED>"  # not reached for names split as above
 
 
@@ -212,9 +212,9 @@ def _value_problem(letter: str, value: str) -> str | None:
         return None
     what, example = {"d": ("digits", "_d6"), "l": ("layers", "_l2"), "h": ("heads", "_h3")}[letter]
     if letter == "d" and not (re.fullmatch(r"[1-9]\d*", value) and int(value) <= MAX_DIGITS):
-        return f"digits must be a whole number from 1 to {MAX_DIGITS} ({example}), got {value!r}"
+        return f"digits must be a whole number from 1 to {MAX_DIGITS} ({example}), got {clip(value)!r}"
     if not re.fullmatch(r"[1-9]\d*", value):
-        return f"{what} must be a positive whole number without leading zeros ({example}), got {value!r}"
+        return f"{what} must be a positive whole number without leading zeros ({example}), got {clip(value)!r}"
     return None
 
 
@@ -229,14 +229,14 @@ def parse_pair(text: str) -> tuple[ModelName, ModelName | None]:
         raise InputError(f"model names must be text, got {type(text).__name__}")
     pieces = [p.strip() for p in text.split(",")]
     if len(pieces) > 2:
-        raise InputError(f"model names {text!r}: expected 'main' or 'main,insert', got {len(pieces)} names")
+        raise InputError(f"model names {clip(text)!r}: expected 'main' or 'main,insert', got {len(pieces)} names")
     main = parse_name(pieces[0])
     if len(pieces) == 1:
         return main, None
     if not pieces[1]:
-        raise InputError(f"model names {text!r}: the insert model name after ',' is empty")
+        raise InputError(f"model names {clip(text)!r}: the insert model name after ',' is empty")
     insert = parse_name(pieces[1])
-    where = f"model names {text!r}"
+    where = f"model names {clip(text)!r}"
     if main.insert_mode == 0:
         raise InputError(f"{where}: an insert model is given but {main} has no insN_ prefix")
     if insert.insert_mode != 0:

@@ -6,12 +6,17 @@ works without integer overflow: `x` and `y` are uint8 arrays [N, n], `op` is uin
 
 from __future__ import annotations
 
+import os
 import re
+import select
+import sys
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import BinaryIO, TextIO
 
 import numpy as np
 
-from arith.errors import InputError
+from arith.errors import InputError, clip
 
 CHARS = "0123456789+-=*\\"
 PLUS, MINUS, EQUALS, MULT, DIV = 10, 11, 12, 13, 14
@@ -187,29 +192,217 @@ def string_to_tokens(text: str) -> np.ndarray:
     return _REVERSE[np.frombuffer(text.encode(), dtype=np.uint8)]
 
 
-_QUESTION = re.compile(r"^\s*(\d+)\s*([+\-*])\s*(\d+)\s*(=.*)?$")
+# ASCII digits only: `\d` would also take fullwidth or Arabic-Indic digits, which the vocabulary cannot spell
+_QUESTION = re.compile(r"\s*([0-9]+)\s*([+\-*])\s*([0-9]+)\s*(?:=.*)?", re.ASCII | re.DOTALL)
+_OPS = {"+": ADD, "-": SUB, "*": MUL}
+_EXPECTED = "expected <digits><+|-|*><digits>, e.g. 012345+678901"
+_QUESTION_CHARS = frozenset("0123456789+-* \t\r\n\f\v")
 
 
-def parse_questions(lines: list[str], n_digits: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Questions like `012345+678901` or `12-345` (an `=...` tail is ignored) -> (x, y, op) digit grids."""
-    Layout(n_digits)
-    xs, ys, ops = [], [], []
-    for line in lines:
-        m = _QUESTION.match(line)
-        if not m:
-            raise InputError(f"question {line.strip()!r}: expected <digits><+|-|*><digits>, e.g. 012345+678901")
-        a, sym, b = m.group(1), m.group(2), m.group(3)
-        for operand in (a, b):
-            if len(operand.lstrip("0")) > n_digits:
-                raise InputError(f"question {line.strip()!r}: operand {operand} has more than {n_digits} digits")
-        xs.append(a.lstrip("0").rjust(n_digits, "0")[-n_digits:])
-        ys.append(b.lstrip("0").rjust(n_digits, "0")[-n_digits:])
-        ops.append({"+": ADD, "-": SUB, "*": MUL}[sym])
+def _question_problem(line: str) -> str:
+    """Why `line` is not a question (it failed the pattern): names the first character that cannot be in one."""
+    if not line.strip():
+        return f"empty question; {_EXPECTED}"
+    for c in line.split("=", 1)[0]:
+        if c not in _QUESTION_CHARS:
+            what = "is not an ASCII digit 0-9" if c.isdigit() or c.isnumeric() else "cannot be in a question"
+            return f"character {c!r} (U+{ord(c):04X}) {what}; {_EXPECTED}"
+    return _EXPECTED
+
+
+def _parse_one(line: str, n_digits: int) -> tuple[str, str, int]:
+    """(x digits, y digits, op) of one question, operands left-padded to n_digits; InputError if malformed."""
+    m = _QUESTION.fullmatch(line)
+    if not m:
+        raise InputError(f"question {clip(line.strip())!r}: {_question_problem(line)}")
+    a, sym, b = m.group(1), m.group(2), m.group(3)
+    for operand in (a, b):
+        if len(operand.lstrip("0")) > n_digits:
+            raise InputError(
+                f"question {clip(line.strip())!r}: operand {clip(operand)} has more than {n_digits} digits"
+            )
+    return a[-n_digits:].rjust(n_digits, "0"), b[-n_digits:].rjust(n_digits, "0"), _OPS[sym]
+
+
+def _grids(xs: list[str], ys: list[str], ops: list[int], n_digits: int):
     if not xs:
         return (np.zeros((0, n_digits), np.uint8),) * 2 + (np.zeros(0, np.uint8),)
     x = (np.frombuffer("".join(xs).encode(), dtype=np.uint8) - ord("0")).reshape(-1, n_digits)
     y = (np.frombuffer("".join(ys).encode(), dtype=np.uint8) - ord("0")).reshape(-1, n_digits)
     return x, y, np.array(ops, dtype=np.uint8)
+
+
+def parse_questions(lines: list[str], n_digits: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Questions like `012345+678901` or `12-345` (an `=...` tail is ignored) -> (x, y, op) digit grids.
+
+    Operands are ASCII digits 0-9 only; an empty or malformed line raises InputError naming it.
+    """
+    Layout(n_digits)
+    xs, ys, ops = [], [], []
+    for line in lines:
+        a, b, op = _parse_one(line, n_digits)
+        xs.append(a)
+        ys.append(b)
+        ops.append(op)
+    return _grids(xs, ys, ops, n_digits)
+
+
+@dataclass
+class QuestionLines:
+    """A batch of input lines parsed as far as the first bad one.
+
+    `blank[i]` says whether line i (of those before any error) was blank; (x, y, op) hold the other lines'
+    questions in order. `error` is the first bad line's InputError (None when every line parsed).
+    """
+
+    x: np.ndarray
+    y: np.ndarray
+    op: np.ndarray
+    blank: list[bool]
+    error: InputError | None
+
+
+def parse_question_lines(lines: list[str], n_digits: int, first_line: int | None = None) -> QuestionLines:
+    """Parse a batch of lines, stopping at the first bad one (so the lines before it can still be answered).
+
+    With `first_line` (the number of lines[0] in its input, for standard input) a blank line is kept as a
+    blank and errors name the line number; without it (questions given as arguments) an empty question
+    is an error naming the argument.
+    """
+    Layout(n_digits)
+    xs, ys, ops, blank = [], [], [], []
+    error = None
+    for i, line in enumerate(lines):
+        try:
+            if not line.strip():
+                if first_line is None:
+                    raise InputError(f"argument {i + 1} is an empty question; {_EXPECTED}")
+                blank.append(True)
+                continue
+            a, b, op = _parse_one(line, n_digits)
+        except InputError as exc:
+            error = InputError(f"line {first_line + i}: {exc}") if first_line is not None else exc
+            break
+        xs.append(a)
+        ys.append(b)
+        ops.append(op)
+        blank.append(False)
+    return QuestionLines(*_grids(xs, ys, ops, n_digits), blank, error)
+
+
+BATCH_LINES = 4096
+MAX_LINE_BYTES = 1 << 20
+
+
+def line_batches(stream: BinaryIO | TextIO, max_lines: int = BATCH_LINES) -> Iterator[list[str]]:
+    """The lines of a stream (without their newlines) in batches of at most `max_lines`.
+
+    Reading a pipe or terminal, a batch is every complete line available without waiting, so a slow or
+    interactive writer gets its answers as soon as its lines arrive; memory stays bounded by the batch size.
+    A line over 1 MiB (no question is) raises InputError once the lines before it have been yielded.
+    """
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        fd = None
+    if fd is None:  # e.g. io.StringIO in tests: plain iteration, full batches
+        batch = []
+        for line in stream:
+            batch.append(line.decode() if isinstance(line, bytes) else line)
+            batch[-1] = batch[-1].rstrip("\n")
+            if len(batch) == max_lines:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+        return
+
+    def ready() -> bool:
+        try:
+            return bool(select.select([fd], [], [], 0)[0])
+        except (OSError, ValueError):
+            return True
+
+    pending = b""
+    lines: list[bytes] = []
+    eof = False
+    done = 0  # lines yielded so far
+    while True:
+        while not eof and len(lines) < max_lines and (not lines or ready()):
+            if len(pending) > MAX_LINE_BYTES:
+                if lines:
+                    break
+                raise InputError(
+                    f"line {done + 1}: longer than {MAX_LINE_BYTES:,} bytes "
+                    f"({clip(pending[:100].decode(errors='replace'))!r}); a question is one short line"
+                )
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                eof = True
+                if pending:
+                    lines.append(pending)
+                    pending = b""
+                break
+            if b"\n" in chunk:
+                *complete, pending = (pending + chunk).split(b"\n")
+                lines.extend(complete)
+            else:
+                pending += chunk
+        if not lines:
+            return
+        batch, lines = lines[:max_lines], lines[max_lines:]
+        done += len(batch)
+        yield b"\n".join(batch).decode(errors="surrogateescape").split("\n")
+
+
+def answer_stream(
+    questions: list[str],
+    n_digits: int,
+    answer: Callable[[np.ndarray, np.ndarray, np.ndarray], list[str]],
+    stdin: BinaryIO | TextIO | None = None,
+    stdout: TextIO | None = None,
+) -> None:
+    """Answer questions batch by batch: one output line per input line, written and flushed per batch.
+
+    `questions` given (arguments): an empty one is an error. None given: read standard input in batches of
+    lines; a blank line gives a blank output line, so output lines align with input lines. At a bad line the
+    answers before it are printed first, then its InputError (naming the line number) is raised.
+    `answer(x, y, op)` returns one string per question. A closed stdout (`| head`) ends quietly.
+    """
+    stdout = stdout or sys.stdout
+    if questions:
+        batches: Iterable[list[str]] = (questions[i : i + BATCH_LINES] for i in range(0, len(questions), BATCH_LINES))
+        numbered = False
+    else:
+        stdin = stdin if stdin is not None else sys.stdin
+        batches = line_batches(getattr(stdin, "buffer", stdin))
+        numbered = True
+    line_no = 1
+    for batch in batches:
+        parsed = parse_question_lines(batch, n_digits, first_line=line_no if numbered else None)
+        if parsed.error is not None and not numbered:
+            raise parsed.error  # arguments are checked before anything is printed
+        answers = iter(answer(parsed.x, parsed.y, parsed.op) if len(parsed.op) else [])
+        text = ["" if is_blank else next(answers) for is_blank in parsed.blank]
+        if text:
+            try:
+                stdout.write("\n".join(text) + "\n")
+                stdout.flush()
+            except BrokenPipeError:
+                _silence_stdout()
+                return
+        if parsed.error is not None:
+            raise parsed.error
+        line_no += len(batch)
+
+
+def _silence_stdout() -> None:
+    """The reader went away (`varith predict ... | head -1`): stop writing, and let exit not complain."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 def question_strings(x: np.ndarray, y: np.ndarray, op: np.ndarray) -> list[str]:

@@ -39,21 +39,26 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return sd
 
 
-def check_state_dict(sd: dict[str, torch.Tensor], shape: ModelShape, source: str) -> None:
-    """One clear error naming the first mismatch between a state dict and the expected shape."""
+def check_state_dict(sd: dict[str, torch.Tensor], shape: ModelShape, source: str, hint: str = "") -> None:
+    """One clear error naming the first mismatch between a state dict and the expected shape (`hint` appended)."""
     expected = shape.expected_state_shapes()
+    tail = f"; {hint}" if hint else ""
     for key, want in expected.items():
         got = tuple(sd[key].shape) if key in sd else want
         if got != want:
             raise InputError(
-                f"weights {source}: {key} has shape {list(got)}, expected {list(want)} for {describe(shape)}"
+                f"weights {source}: {key} has shape {list(got)}, expected {list(want)} for {describe(shape)}{tail}"
             )
     missing = [k for k in expected if k not in sd]
     extra = [k for k in sd if k not in expected]
     if missing:
-        raise InputError(f"weights {source}: missing key {missing[0]} ({len(missing)} missing) for {describe(shape)}")
+        raise InputError(
+            f"weights {source}: missing key {missing[0]} ({len(missing)} missing) for {describe(shape)}{tail}"
+        )
     if extra:
-        raise InputError(f"weights {source}: unexpected key {extra[0]} ({len(extra)} extra) for {describe(shape)}")
+        raise InputError(
+            f"weights {source}: unexpected key {extra[0]} ({len(extra)} extra) for {describe(shape)}{tail}"
+        )
 
 
 def describe(shape: ModelShape) -> str:
@@ -102,8 +107,32 @@ def read_train_json(path: str | Path) -> dict:
     return data
 
 
+def shape_from_state_dict(sd: dict[str, torch.Tensor], name) -> ModelShape:
+    """The shape of a TransformerLens state dict: layers, heads and n_ctx from the model name, the widths
+    (d_model, d_head, d_mlp) from the tensors (embed.W_E [d_vocab, d_model], blocks.0.attn.W_Q
+    [n_heads, d_model, d_head], blocks.0.mlp.W_in [d_model, d_mlp]); the published widths where a tensor is absent.
+    """
+
+    def dim(key: str, ndim: int, axis: int, default: int) -> int:
+        t = sd.get(key)
+        return int(t.shape[axis]) if t is not None and t.ndim == ndim and t.shape[axis] > 0 else default
+
+    d_model = dim("embed.W_E", 2, 1, PUBLISHED_D_MODEL)
+    return ModelShape.for_name(
+        name,
+        d_model,
+        dim("blocks.0.attn.W_Q", 3, 2, PUBLISHED_D_HEAD),
+        dim("blocks.0.mlp.W_in", 2, 1, PUBLISHED_MLP_MULT * d_model),
+    )
+
+
 def model_info(weights: str | Path) -> tuple[ModelShape, int, dict]:
-    """(shape, n_digits, config) for a weights file: from `<name>_train.json` beside it, else from the name."""
+    """(shape, n_digits, config) for a weights file.
+
+    From `<name>_train.json` beside it when there is one. Without it, layers, heads and digits come from the name
+    and the widths from the weights' own tensors, so published-format weights work alone; weights that do not
+    fit their name raise InputError naming the missing train json.
+    """
     weights = Path(weights)
     name = weights.name[: -len(".pth")] if weights.name.endswith(".pth") else weights.stem
     train_json = weights.with_name(f"{name}_train.json")
@@ -115,5 +144,38 @@ def model_info(weights: str | Path) -> tuple[ModelShape, int, dict]:
     from arith.names import parse_name
 
     mn = parse_name(name)
-    shape = ModelShape.for_name(mn, PUBLISHED_D_MODEL, PUBLISHED_D_HEAD, PUBLISHED_MLP_MULT * PUBLISHED_D_MODEL)
+    sd = read_state_dict(weights)
+    shape = shape_from_state_dict(sd, mn)
+    check_state_dict(
+        sd,
+        shape,
+        str(weights),
+        hint=f"its {train_json.name} is missing, so the layers and heads come from the name; "
+        "put the train json beside the weights",
+    )
     return shape, mn.n_digits, {"model_name": name, "n_digits": mn.n_digits}
+
+
+def trained_ops(config: dict, name: str) -> tuple[int, ...]:
+    """The operations (ADD, SUB, MUL codes) a model was trained on.
+
+    From the train json Config's perc_add/perc_sub/perc_mult when it has perc_add, else from the model name's
+    mix. Addition and subtraction as mixed; multiplication only when nothing else was trained; ADD at least.
+    """
+    from arith.vocab import ADD, MUL, SUB
+
+    if "perc_add" in config:
+        percs = config
+    else:
+        from arith.names import parse_name
+
+        mn = parse_name(name)
+        percs = {"perc_add": mn.perc_add, "perc_sub": mn.perc_sub, "perc_mult": mn.perc_mult}
+    ops = []
+    if percs.get("perc_add", 100) > 0:
+        ops.append(ADD)
+    if percs.get("perc_sub", 0) > 0:
+        ops.append(SUB)
+    if percs.get("perc_mult", 0) > 0 and not ops:
+        ops.append(MUL)
+    return tuple(ops) or (ADD,)

@@ -1,41 +1,83 @@
-"""`varith predict --model PATH.pth [QUESTION...]`: greedy-decode the n+2 answer tokens, print them as predicted."""
+"""`varith predict --model PATH.pth [QUESTION...]`: greedy-decode the n+2 answer tokens, print them as predicted.
+
+Questions on standard input are answered batch by batch as they arrive (one output line per input line; a blank
+line gives a blank line), so the first answers come at once and memory stays bounded on any input length.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
-
-import numpy as np
-import torch
-
-from arith.decode import greedy_answers
-from arith.device import choose_device
-from arith.vocab import Layout, encode, parse_questions, tokens_to_strings
-from arith.weights import load_model, model_info
+from pathlib import Path
 
 HELP = "greedy-decode answers for questions like 012345+678901 (one per line on stdin when none are given)"
 
+OP_NAMES = {0: "addition", 1: "subtraction", 2: "multiplication"}
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="weights <name>.pth (shape from <name>_train.json or the name)")
-    p.add_argument("questions", nargs="*", help="questions; read one per line from stdin when none are given")
-    p.add_argument("--device", default="auto", help="auto (cuda when present), cpu or cuda[:i]")
-    p.add_argument("--full", action="store_true", help="print the whole sequence question=answer")
+    p.add_argument(
+        "--model",
+        required=True,
+        metavar="PATH.pth",
+        help="weights <name>.pth; the shape comes from <name>_train.json beside it, else from the name and "
+        "the weights' own tensor shapes",
+    )
+    p.add_argument(
+        "questions",
+        nargs="*",
+        metavar="QUESTION",
+        help="questions like 012345+678901, 12-345 or 12*34 (ASCII digits; an '=...' tail is ignored); read one "
+        "per line from standard input when none are given, where a blank line gives a blank output line",
+    )
+    p.add_argument(
+        "--device",
+        default="auto",
+        metavar="DEVICE",
+        help="one of: auto (cuda when present, else cpu), cpu, cuda, cuda:<i> (default auto)",
+    )
+    p.add_argument(
+        "--full",
+        action="store_true",
+        help="print the whole sequence question=answer instead of the answer alone",
+    )
 
 
-def read_questions(args_questions: list[str]) -> list[str]:
-    lines = args_questions or [line for line in sys.stdin.read().splitlines()]
-    return [q for q in lines if q.strip()]
+def _untrained_warning(name: str, trained: tuple[int, ...], op: int, example: str) -> str:
+    knows = " and ".join(OP_NAMES[o] for o in trained)
+    return (
+        f"varith predict: warning: {OP_NAMES[op]} questions (e.g. {example}) but model {name} was trained on "
+        f"{knows} only; its answers to them mean nothing"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    shape, n_digits, _config = model_info(args.model)
-    x, y, op = parse_questions(read_questions(args.questions), n_digits)
-    model = load_model(args.model, shape, choose_device(args.device))
+    import numpy as np
+    import torch
+
+    from arith.decode import greedy_answers
+    from arith.device import choose_device
+    from arith.vocab import Layout, answer_stream, encode, question_strings, tokens_to_strings
+    from arith.weights import load_model, model_info, trained_ops
+
+    weights = Path(args.model)
+    name = weights.name[: -len(".pth")] if weights.name.endswith(".pth") else weights.stem
+    shape, n_digits, config = model_info(weights)
+    trained = trained_ops(config, name)
     layout = Layout(n_digits)
-    prompts = torch.from_numpy(encode(x, y, op)[:, : layout.n_question])
-    answers = greedy_answers(model, prompts, layout)
-    out = answers if not args.full else np.concatenate([prompts.numpy(), answers], axis=1)
-    for line in tokens_to_strings(out):
-        print(line)
+    model = load_model(weights, shape, choose_device(args.device))  # once, before any input is read
+    warned: set[int] = set()
+
+    def answer(x: np.ndarray, y: np.ndarray, op: np.ndarray) -> list[str]:
+        for o in sorted(set(np.unique(op).tolist()) - set(trained) - warned):
+            i = int(np.argmax(op == o))
+            example = question_strings(x[i : i + 1], y[i : i + 1], op[i : i + 1])[0]
+            print(_untrained_warning(name, trained, o, example), file=sys.stderr, flush=True)
+            warned.add(o)
+        prompts = torch.from_numpy(encode(x, y, op)[:, : layout.n_question])
+        answers = greedy_answers(model, prompts, layout)
+        out = answers if not args.full else np.concatenate([prompts.numpy(), answers], axis=1)
+        return tokens_to_strings(out)
+
+    answer_stream(args.questions, n_digits, answer)
     return 0

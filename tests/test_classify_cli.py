@@ -29,16 +29,24 @@ def test_questions_as_arguments():
     assert r.stderr == ""
 
 
-def test_questions_on_stdin_skip_blank_lines():
+def test_questions_on_stdin_keep_blank_lines_aligned():
     text = "12345+33333\n\n   \n22222-11113=+0011109\n 0100 - 0200 \n99111-99111\n"
     r = varith("--n-digits", "5", stdin=text)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.splitlines() == ["S0", "M1", "N1", "M0"]
+    assert r.stdout.splitlines() == ["S0", "", "", "M1", "N1", "M0"]
 
 
-def test_empty_stdin_prints_nothing():
-    r = varith(stdin="\n\n")
+def test_empty_stdin_prints_nothing_and_blank_stdin_prints_blank_lines():
+    r = varith(stdin="")
     assert r.returncode == 0 and r.stdout == "" and r.stderr == ""
+    r = varith(stdin="\n\n")
+    assert r.returncode == 0 and r.stdout == "\n\n" and r.stderr == ""
+
+
+def test_crlf_lines_and_a_last_line_without_newline():
+    r = varith("--n-digits", "3", stdin="555+445\r\n100-200")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == ["S3", "N1"]
 
 
 def test_n_digits_limits_operand_width():
@@ -58,7 +66,9 @@ def test_help():
     "args, stdin, fragment",
     [
         (["abc"], None, "question 'abc'"),
-        ([], "555+445\n12/4\n", "question '12/4'"),
+        (["555+445", "12/4"], None, "question '12/4'"),
+        (["１２+3"], None, "character '１' (U+FF11) is not an ASCII digit"),
+        (["12+3", ""], None, "argument 2 is an empty question"),
         (["--n-digits", "3", "1000+1"], None, "operand 1000 has more than 3 digits"),
         (["--n-digits", "0", "1+1"], None, "n_digits must be between 1 and 20"),
         (["--n-digits", "six", "1+1"], None, "invalid int value"),
@@ -73,3 +83,11 @@ def test_bad_input_exits_2_with_one_line(args, stdin, fragment):
     assert fragment in lines[0]
     assert "Traceback" not in r.stderr
     assert r.stdout == ""
+
+
+def test_a_bad_line_on_stdin_comes_after_the_answers_before_it():
+    r = varith(stdin="555+445\n\n12/4\n1+1\n")
+    assert r.returncode == 2
+    assert r.stdout == "S3\n\n"
+    lines = r.stderr.splitlines()
+    assert len(lines) == 1 and "line 3: question '12/4'" in lines[0], r.stderr

@@ -204,3 +204,43 @@ def test_several_patches_of_one_point_combine_into_one_hook():
         only_a = m(tokens, hooks={"blocks.0.attn.hook_z": a})
         only_b = m(tokens, hooks={"blocks.0.attn.hook_z": b})
     assert torch.allclose(both[:3], only_a[:3], atol=1e-6) and torch.allclose(both[3:], only_b[3:], atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "point, fragment",
+    [
+        ("blocks.0.attn.hook_zz", "no such point"),
+        ("blocks.2.attn.hook_z", "layer 2 is out of range (the model has 2 layers)"),
+        ("blocks.-1.hook_resid_pre", "no such point"),
+        ("hook_resid_pre", "no such point"),
+    ],
+)
+def test_a_hook_point_that_does_not_exist_is_an_error_listing_the_valid_ones(point, fragment):
+    m = Transformer(shape_of(2, 3, 2, d_model=32, d_head=8, d_mlp=64)).eval()
+    tokens = torch.randint(0, 15, (2, m.shape.n_ctx))
+    ablate = Patch(pos=3, head=0, value=torch.zeros(8))
+    with pytest.raises(InputError) as err, torch.no_grad():
+        m(tokens, hooks={point: ablate})  # would otherwise report "no effect"
+    message = str(err.value)
+    assert fragment in message and "L in 0..1" in message
+    assert all(p in message for p in ("hook_resid_pre", "attn.hook_pattern", "attn.hook_z", "mlp.hook_post"))
+    with pytest.raises(InputError, match="no such point"), torch.no_grad():
+        m.run_with_cache(tokens, ["blocks.0.mlp.hook_pre"])
+    assert len(m.hook_points()) == 10 and "blocks.1.hook_resid_post" in m.hook_points()
+
+
+def test_a_patch_of_an_unknown_kind_is_refused_when_made():
+    with pytest.raises(InputError, match="unknown patch kind 'resid'"):
+        Patch(pos=0, value=torch.zeros(1), kind="resid")
+
+
+def test_widths_are_read_from_a_state_dict():
+    from arith.names import parse_name
+    from arith.weights import shape_from_state_dict
+
+    shape = shape_of(2, 3, 6, d_model=32, d_head=8, d_mlp=96)
+    sd = Transformer(shape).state_dict()
+    assert shape_from_state_dict(sd, parse_name("add_d6_l2_h3_t20_s111111")) == shape
+    # tensors absent: the published widths
+    published = shape_from_state_dict({}, parse_name("add_d6_l2_h3_t20_s111111"))
+    assert (published.d_model, published.d_head, published.d_mlp) == (510, 170, 2040)

@@ -1,3 +1,6 @@
+import io
+import os
+
 import numpy as np
 import pytest
 
@@ -16,6 +19,8 @@ from arith.vocab import (
     SUB,
     Layout,
     encode,
+    line_batches,
+    parse_question_lines,
     parse_questions,
     question_strings,
     string_to_tokens,
@@ -75,11 +80,21 @@ def test_decode_encode_round_trip():
 
 @pytest.mark.parametrize(
     "bad, fragment",
-    [("12x34", "expected <digits>"), ("1234567+1", "more than 6 digits"), ("", "expected"), ("+12", "expected")],
+    [
+        ("12x34", "expected <digits>"),
+        ("1234567+1", "more than 6 digits"),
+        ("", "empty question"),
+        ("+12", "expected"),
+        ("１２+34", "character '１' (U+FF11) is not an ASCII digit"),
+        ("١٢+3", "character '١' (U+0661) is not an ASCII digit"),
+        ("12+3\u0663", "character '٣' (U+0663) is not an ASCII digit"),
+        ("12\u3000+3", "(U+3000) cannot be in a question"),
+    ],
 )
 def test_malformed_questions_name_the_problem(bad, fragment):
-    with pytest.raises(InputError, match=fragment):
+    with pytest.raises(InputError) as err:
         parse_questions([bad], 6)
+    assert fragment in str(err.value)
 
 
 def test_block_k_depends_only_on_seed_and_k():
@@ -148,3 +163,54 @@ def test_grokfast_generator_mixes_operations_inside_a_batch():
     x, y, op = training_batch(5, 0, 6, OpMix(add=20, sub=30, mul=50), size=64, within_batch=True)
     assert len(op) == 64
     assert (op[:13] == ADD).all() and (op[13:32] == SUB).all() and (op[32:] == MUL).all()
+
+
+def test_only_ascii_digits_reach_the_digit_grid():
+    x, y, op = parse_questions([" 12 + 034 =+0046", "000000012-3\r"], 6)
+    assert question_strings(x, y, op) == ["000012+000034", "000012-000003"]
+
+
+def test_a_batch_of_lines_parses_up_to_the_first_bad_one():
+    parsed = parse_question_lines(["12+3", "", "  ", "4*5", "7/8", "1+1"], 2, first_line=101)
+    assert parsed.blank == [False, True, True, False]
+    assert question_strings(parsed.x, parsed.y, parsed.op) == ["12+03", "04*05"]
+    assert isinstance(parsed.error, InputError) and str(parsed.error).startswith("line 105: question '7/8'")
+    # as arguments, an empty question is an error
+    parsed = parse_question_lines(["12+3", ""], 2)
+    assert "argument 2 is an empty question" in str(parsed.error) and len(parsed.op) == 1
+
+
+def test_line_batches_yield_what_has_arrived_without_waiting_for_the_end():
+    read_fd, write_fd = os.pipe()
+    try:
+        with os.fdopen(read_fd, "rb", buffering=0) as reader:
+            batches = line_batches(reader, max_lines=4)
+            os.write(write_fd, b"1+1\n2+2\n3+")  # the writer is still open, mid-line
+            assert next(batches) == ["1+1", "2+2"]
+            os.write(write_fd, b"3\n" + b"".join(b"%d+0\n" % i for i in range(9)) + b"tail")
+            os.close(write_fd)
+            write_fd = None
+            rest = list(batches)
+    finally:
+        if write_fd is not None:
+            os.close(write_fd)
+    assert all(len(b) <= 4 for b in rest)
+    assert sum(rest, []) == ["3+3"] + [f"{i}+0" for i in range(9)] + ["tail"]
+    # a stream without a file descriptor: plain batches
+    assert list(line_batches(io.StringIO("a\nb\nc\n"), max_lines=2)) == [["a", "b"], ["c"]]
+
+
+def test_a_line_over_a_mebibyte_is_refused_after_the_lines_before_it():
+    read_fd, write_fd = os.pipe()
+    import threading
+
+    big = b"12+34\n" + b"9" * (2 << 20) + b"\n"
+    writer = threading.Thread(target=lambda: (os.write(write_fd, big), os.close(write_fd)))
+    writer.start()
+    with os.fdopen(read_fd, "rb", buffering=0) as reader:
+        batches = line_batches(reader)
+        assert next(batches) == ["12+34"]
+        with pytest.raises(InputError, match="line 2: longer than 1,048,576 bytes") as err:
+            next(batches)
+    writer.join()
+    assert len(str(err.value)) < 200
