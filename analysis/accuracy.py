@@ -1,10 +1,39 @@
-"""Reduce summed verification counts into `<name>_accuracy.json`."""
+"""Reduce summed verification counts into `<name>_accuracy.json`.
+
+The file holds one report per suite, keyed by the suite's name, so an exhaustive run, a random run and the
+curated suites of one model live side by side; writing one suite's report keeps the others (read, modify,
+write atomically, under a lock on the folder):
+
+    {
+      "exhaustive": {report of the last exhaustive run},
+      "random":     {report of the last random run},
+      "handpicked": {...},
+      "tricase":    {...}
+    }
+
+A report (`accuracy_report`) has `model`, `suite` (the suite's settings; `suite.suite` is the key above),
+`tested`, `failed`, `accuracy`, `by_operation`, `by_class`, `wrong_answer_positions`, `failures` (up to 100
+failing questions) and the caller's extras (`weights_sha256`, `mode`). Sampled suites give each operation and
+complexity class an exact one-sided 95% upper bound on the failure rate (`failure_rate_upper_95`), random
+suites the reference's "nines" verdict per operation. An exhaustive suite checked every question, so it states
+the exact `failure_rate` (no bound) and the sentence "every one of the N ... questions was checked"; counts
+that do not cover the whole space (10^(2n) per operation) are refused rather than reported. A file in the
+older layout (one report at the top level) is kept under its suite's key on the next write.
+"""
 
 from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+from pathlib import Path
 
 import numpy as np
 
 from arith import complexity
+from arith.errors import InputError
+from arith.files import atomic_write_json
 from arith.verify import N_CCOLS, BlockCounts, ExhaustiveSuite, RandomSuite, Suite
 from arith.vocab import OP_CHAR, QCLASS_NAMES, Layout, encode, tokens_to_strings
 
@@ -16,6 +45,9 @@ _FAMILY = {
     "NEG": range(complexity.N_BASE, complexity.N_TOP + 1),
     "MUL": range(N_CCOLS - 1, N_CCOLS),
 }
+# question-class rows (ADD, SUB, NEG, MUL) per operation (ADD, SUB, MUL)
+OP_ROWS = {0: [0], 1: [1, 2], 2: [3]}
+SUITE_KEYS = ("exhaustive", "random", "handpicked", "tricase")
 NINES = ((1, "six 9s"), (10, "five 9s"), (100, "four 9s"), (1000, "three 9s"), (10000, "two 9s"))
 
 
@@ -74,8 +106,36 @@ def failing_examples(counts: BlockCounts, n_digits: int, limit: int = 100) -> li
     ]
 
 
+def exhaustive_space(suite: ExhaustiveSuite) -> int:
+    """Questions of one operation in an exhaustive suite: every operand pair, 10^(2n)."""
+    return 10 ** (2 * suite.n_digits)
+
+
+def _check_exhaustive(counts: BlockCounts, suite: ExhaustiveSuite) -> None:
+    space = exhaustive_space(suite)
+    for op in suite.ops:
+        tested = int(counts.tested[OP_ROWS[op]].sum())
+        if tested != space:
+            raise InputError(
+                f"exhaustive counts cover {tested:,} of the {space:,} {OP_CHAR[op]} questions: "
+                "no verdict from an incomplete run"
+            )
+    others = [r for r in range(counts.tested.shape[0]) if all(r not in OP_ROWS[op] for op in suite.ops)]
+    if others and int(counts.tested[others].sum()):
+        raise InputError("exhaustive counts hold questions of operations the suite does not test")
+
+
 def accuracy_report(counts: BlockCounts, suite: Suite, model_name: str, extra: dict | None = None) -> dict:
-    """The `<name>_accuracy.json` object."""
+    """One suite's report in `<name>_accuracy.json` (module docstring)."""
+    exhaustive = isinstance(suite, ExhaustiveSuite)
+    if exhaustive:
+        _check_exhaustive(counts, suite)  # never report from a hole
+
+    def rates(tested: int, failed: int) -> dict:
+        if exhaustive:  # every question was checked: the rate itself, no bound
+            return {"failure_rate": failed / tested}
+        return {"failure_rate_upper_95": binomial_upper_bound(tested, failed)}
+
     layout = Layout(suite.n_digits)
     by_class: dict[str, dict] = {}
     by_op: dict[str, dict] = {}
@@ -83,18 +143,10 @@ def accuracy_report(counts: BlockCounts, suite: Suite, model_name: str, extra: d
         tested, failed = int(counts.tested[qi].sum()), int(counts.failed[qi].sum())
         if tested == 0:
             continue
-        by_op[qname] = {
-            "tested": tested,
-            "failed": failed,
-            "accuracy": 1.0 - failed / tested,
-            "failure_rate_upper_95": binomial_upper_bound(tested, failed),
-        }
+        by_op[qname] = {"tested": tested, "failed": failed, "accuracy": 1.0 - failed / tested} | rates(tested, failed)
         by_class[qname] = {
-            COLUMN_NAMES[c]: {
-                "tested": int(counts.tested[qi, c]),
-                "failed": int(counts.failed[qi, c]),
-                "failure_rate_upper_95": binomial_upper_bound(int(counts.tested[qi, c]), int(counts.failed[qi, c])),
-            }
+            COLUMN_NAMES[c]: {"tested": int(counts.tested[qi, c]), "failed": int(counts.failed[qi, c])}
+            | rates(int(counts.tested[qi, c]), int(counts.failed[qi, c]))
             for c in _FAMILY[qname]
             if counts.tested[qi, c] > 0
         }
@@ -114,18 +166,85 @@ def accuracy_report(counts: BlockCounts, suite: Suite, model_name: str, extra: d
         # the reference tests each operation separately: a verdict per operation (ADD, and SUB+NEG together)
         verdicts = {}
         for op in suite.ops:
-            rows = {0: [0], 1: [1, 2], 2: [3]}[op]
+            rows = OP_ROWS[op]
             t, f = int(counts.tested[rows].sum()), int(counts.failed[rows].sum())
             verdicts[OP_CHAR[op]] = nines_verdict(t, f)
         report["nines"] = verdicts
-    if isinstance(suite, ExhaustiveSuite):
+    if exhaustive:
         ops = " and ".join({0: "addition", 1: "subtraction", 2: "multiplication"}[o] for o in suite.ops)
+        report["failure_rate"] = total_failed / total_tested
         report["exhaustive"] = (
-            f"every one of the {10 ** (2 * suite.n_digits):,} {suite.n_digits}-digit {ops} questions was checked"
+            f"every one of the {exhaustive_space(suite):,} {suite.n_digits}-digit {ops} questions was checked"
         )
     if extra:
         report |= extra
     return report
+
+
+def suite_key(report: dict) -> str:
+    """The key of a report in the accuracy file: its suite's name."""
+    return str(report["suite"]["suite"])
+
+
+def _is_report(obj) -> bool:
+    return isinstance(obj, dict) and isinstance(obj.get("suite"), dict) and "suite" in obj["suite"]
+
+
+def read_reports(path: str | Path) -> dict[str, dict]:
+    """suite name -> report from an accuracy file ({} when there is none). An old single-report file comes
+    back under its suite's key; a file that is not a JSON object raises InputError."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"accuracy file {path}: unreadable ({type(exc).__name__}: {exc})") from None
+    if _is_report(data):
+        return {suite_key(data): data}
+    if not isinstance(data, dict) or not all(_is_report(v) for v in data.values()):
+        raise InputError(f"accuracy file {path}: not an object of reports keyed by suite")
+    return data
+
+
+@contextlib.contextmanager
+def _folder_lock(folder: Path):
+    """An exclusive flock on the folder itself, so two runs of one model do not lose each other's report."""
+    try:
+        import fcntl
+
+        fd = os.open(folder, os.O_RDONLY)
+    except (ImportError, OSError):
+        yield
+        return
+    try:
+        with contextlib.suppress(OSError):
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def write_report(path: str | Path, report: dict) -> dict[str, dict]:
+    """Put `report` under its suite's key in the accuracy file, keeping the other suites' reports; atomic.
+
+    An existing file that cannot be read as reports is replaced (one line on stderr says so). Returns what
+    the file now holds.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _folder_lock(path.parent):
+        try:
+            reports = read_reports(path)
+        except InputError as exc:
+            print(f"{exc}; replacing it", file=sys.stderr, flush=True)
+            reports = {}
+        reports[suite_key(report)] = report
+        ordered = {k: reports[k] for k in SUITE_KEYS if k in reports} | {
+            k: v for k, v in reports.items() if k not in SUITE_KEYS
+        }
+        atomic_write_json(path, ordered, indent=1)
+    return ordered
 
 
 def format_table(report: dict) -> str:

@@ -177,6 +177,31 @@ def _plugin(spec: ClusterSpec, threads: int | None, gpus: tuple[str, ...] = (), 
     return TorchSetup(threads, gpus, ignore_sigint, spec.preload)
 
 
+def register_plugin(client, plugin: WorkerPlugin, attempts: int = 8, pause: float = 0.25) -> bool:
+    """Register a worker plugin so that a worker dying meanwhile never fails the run.
+
+    The scheduler stores the plugin *before* it broadcasts it to the live workers, and hands stored plugins to
+    every worker that joins later (a nanny's replacement process, a new SLURM job). A worker that dies during
+    the broadcast makes `register_plugin` raise a comm error (CommClosedError is an OSError), although the
+    plugin is stored: retry, so the workers still alive get it too. True once a broadcast went through; False
+    (with a log line) if every attempt met a dying worker, in which case workers that join later still get it.
+    Errors raised by the plugin's own `setup` are not comm errors and propagate.
+    """
+    import time
+
+    for attempt in range(attempts):
+        try:
+            client.register_plugin(plugin)
+            return True
+        except OSError as exc:  # CommClosedError, StreamClosedError, TimeoutError: a worker went away
+            logging.getLogger(__name__).info("worker plugin broadcast met a lost worker (%s); retrying", exc)
+            time.sleep(pause * (attempt + 1))
+    logging.getLogger(__name__).warning(
+        "worker plugin %s: every broadcast met a lost worker; workers that join later still get it", plugin.name
+    )
+    return False
+
+
 # ------------------------------------------------------------------------------------------------ profiles
 
 
@@ -396,6 +421,24 @@ def _dashboard(obj) -> str:
         return ""
 
 
+def start_local_cluster(attempts: int = 3, **kwargs):
+    """`LocalCluster(**kwargs)`, started again if a worker process dies while the cluster starts.
+
+    A worker killed before its nanny saw it start makes the constructor raise "Nanny failed to start" (the
+    constructor closes what it had started); a dead worker later on is restarted by its nanny instead.
+    """
+    from distributed import LocalCluster
+
+    for attempt in range(attempts):
+        try:
+            return LocalCluster(**kwargs)
+        except RuntimeError as exc:
+            if "failed to start" not in str(exc) or attempt == attempts - 1:
+                raise
+            logging.getLogger(__name__).warning("local cluster: %s; starting it again", exc)
+    raise AssertionError("unreachable")
+
+
 def connect(address: str, timeout: float):
     """A Client on an existing scheduler, or one InputError line."""
     from distributed import Client
@@ -425,7 +468,7 @@ def open_cluster(spec: ClusterSpec):
         client = connect(spec.scheduler, spec.connect_timeout)
         try:
             if spec.torch_threads or spec.preload:  # the workers' owner chose their threads unless asked
-                client.register_plugin(_plugin(spec, spec.torch_threads))
+                register_plugin(client, _plugin(spec, spec.torch_threads))
             n = len(client.scheduler_info().get("workers", {}))
             yield ClusterHandle(
                 client, None, f"scheduler {client.scheduler.address} ({n} workers now)", _dashboard(client)
@@ -454,7 +497,7 @@ def open_cluster(spec: ClusterSpec):
             else:
                 cluster.scale(jobs=jobs)
             with Client(cluster, set_as_default=False) as client:
-                client.register_plugin(_plugin(spec, spec.torch_threads or _threads_per_slurm_worker(settings, prof)))
+                register_plugin(client, _plugin(spec, spec.torch_threads or _threads_per_slurm_worker(settings, prof)))
                 yield ClusterHandle(
                     client,
                     cluster,
@@ -466,25 +509,26 @@ def open_cluster(spec: ClusterSpec):
             cluster.close()
         return
 
-    from distributed import LocalCluster
-
     gpus = tuple(visible_gpus()) if spec.use_gpus else ()
     n_workers = spec.workers or (len(gpus) if gpus else min(2, cpu_count()))
     threads = spec.torch_threads or max(1, cpu_count() // n_workers)
     kwargs: dict[str, Any] = {}
     if gpus:
         kwargs["resources"] = {"GPU": 1}
-    cluster = LocalCluster(
+    plugin = _plugin(spec, threads, gpus, ignore_sigint=True)
+    cluster = start_local_cluster(
         n_workers=n_workers,
         threads_per_worker=1,
         processes=True,
         dashboard_address=spec.dashboard_address,
         silence_logs=logging.ERROR,  # workers cancelled at Ctrl-C or restarted after a crash need no warnings
+        # every worker process, also one a nanny restarts after a crash, runs the plugin as it starts: no
+        # broadcast to live workers that a worker dying at that moment could break
+        plugins=(plugin,),
         **kwargs,
     )
     try:
         with Client(cluster, set_as_default=False) as client:
-            client.register_plugin(_plugin(spec, threads, gpus, ignore_sigint=True))
             what = f"{len(gpus)} GPUs, " if gpus else ""
             yield ClusterHandle(
                 client,

@@ -21,9 +21,10 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from analysis.accuracy import accuracy_report, format_table
+from analysis.accuracy import accuracy_report, format_table, write_report
 from arith.errors import InputError
-from arith.files import atomic_write_json, sha256_file
+from arith.files import require_writable_dir, sha256_file
+from arith.progress import progress as progress_bar
 from arith.verify import (
     DEFAULT_BLOCK,
     DEFAULT_CAP,
@@ -36,27 +37,48 @@ from arith.verify import (
     evaluate_block,
     parse_ops,
 )
-from arith.vocab import ADD, MUL, SUB
-from arith.weights import check_state_dict, load_model, model_info, read_state_dict
+from arith.weights import check_state_dict, load_model, model_info, read_state_dict, trained_ops
 
 HELP = "accuracy test of a model: exhaustive, N random questions, or a curated suite -> <name>_accuracy.json"
 DEFAULT_RETRIES = 2
+REDO_ROUNDS = 3  # times the driver redoes blocks that fail their checks in the reduction before giving up
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", help="weights <name>.pth")
+    p.add_argument("model", help="weights <name>.pth (its <name>_train.json beside it gives the shape)")
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--exhaustive", action="store_true", help="every operand pair, per operation")
     what.add_argument("--questions", type=int, metavar="N", help="N random questions per operation")
-    what.add_argument("--suite", choices=["handpicked", "tricase"], help="a curated suite")
-    p.add_argument("--ops", help="operations to test, e.g. add,sub (default: those the model was trained on)")
+    what.add_argument(
+        "--suite", choices=["handpicked", "tricase"], help="a curated suite: handpicked or tricase questions"
+    )
+    p.add_argument(
+        "--ops", help="operations to test, comma-separated from add, sub, mul (default: those the model was trained on)"
+    )
     p.add_argument("--seed", type=int, default=ONE_M_SEED, help=f"random-question seed (default {ONE_M_SEED})")
-    p.add_argument("--block-size", type=int, default=DEFAULT_BLOCK, help="questions per block/task")
-    p.add_argument("--enrich", default="current", choices=["current", "historic", "none"])
-    p.add_argument("--mode", default="reference", choices=["reference", "exact"], help="failure rule")
+    p.add_argument(
+        "--block-size", type=int, default=DEFAULT_BLOCK, help=f"questions per block/task (default {DEFAULT_BLOCK:,})"
+    )
+    p.add_argument(
+        "--enrich",
+        default="current",
+        choices=["current", "historic", "none"],
+        help="how random questions are enriched with hard cases: current (default), historic or none",
+    )
+    p.add_argument(
+        "--mode",
+        default="reference",
+        choices=["reference", "exact"],
+        help="failure rule: reference (default, as the reference scores) or exact (every answer token must match)",
+    )
     p.add_argument("--device", default="auto", help="auto (each worker's GPU if it has one, else cpu), cpu, cuda")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
-    p.add_argument("--out", help="accuracy json path (default: <name>_accuracy.json beside the weights)")
+    p.add_argument(
+        "--precision", default="fp32", choices=["fp32", "bf16"], help="scoring precision: fp32 (default) or bf16"
+    )
+    p.add_argument(
+        "--out",
+        help="accuracy json (default: <name>_accuracy.json beside the weights); it keeps one report per suite",
+    )
     d = p.add_argument_group("where it runs (Dask)")
     d.add_argument(
         "--cluster",
@@ -67,34 +89,36 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     d.add_argument("--scheduler", metavar="tcp://HOST:PORT", help="join an existing Dask scheduler")
     d.add_argument("--workers", type=int, help="local worker processes (default: one per GPU, else min(2, cores))")
     d.add_argument("--torch-threads", type=int, help="torch threads per worker process")
-    d.add_argument("--profile", help="TOML profile for --cluster slurm: [slurm] table, optional [dask] table")
+    d.add_argument(
+        "--profile",
+        help="TOML profile for --cluster slurm: a [slurm] table and an optional [dask] table "
+        "(example: hpc/profiles/dask_example.toml)",
+    )
     d.add_argument("--dry-run", action="store_true", help="print the plan (SLURM: the worker job script), run nothing")
     d.add_argument("--connect-timeout", type=float, default=5.0, help="seconds to reach --scheduler (default 5)")
-    d.add_argument("--retries", type=int, default=DEFAULT_RETRIES, help="re-runs of a block whose task raised")
+    d.add_argument(
+        "--retries",
+        type=int,
+        default=DEFAULT_RETRIES,
+        help=f"re-runs of a block whose task raised (default {DEFAULT_RETRIES})",
+    )
     d.add_argument("--store", help="Zarr store (default: <name>.zarr beside the weights)")
-    d.add_argument("--fresh", action="store_true", help="discard stored blocks of this suite and start again")
+    d.add_argument(
+        "--fresh",
+        action="store_true",
+        help="discard stored blocks of this suite and start again (also repairs damaged store metadata)",
+    )
     d.add_argument("--cap", type=int, default=DEFAULT_CAP, help=f"failing examples kept per block ({DEFAULT_CAP})")
-    d.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-
-def default_ops(config: dict) -> tuple[int, ...]:
-    ops = []
-    if config.get("perc_add", 100) > 0:
-        ops.append(ADD)
-    if config.get("perc_sub", 0) > 0:
-        ops.append(SUB)
-    if config.get("perc_mult", 0) > 0 and not ops:
-        ops.append(MUL)
-    return tuple(ops) or (ADD,)
+    d.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress report (default: a bar on a terminal, a plain line per ~10%% in a log)",
+    )
 
 
 def model_ops(config: dict, name: str) -> tuple[int, ...]:
-    if "perc_add" in config:
-        return default_ops(config)
-    from arith.names import parse_name
-
-    mn = parse_name(name)
-    return default_ops({"perc_add": mn.perc_add, "perc_sub": mn.perc_sub, "perc_mult": mn.perc_mult})
+    """The operations the model was trained on (arith.weights.trained_ops)."""
+    return trained_ops(config, name)
 
 
 def suite_from_args(args, n_digits: int, ops: tuple[int, ...]):
@@ -118,11 +142,12 @@ def verify_in_process(
     model, suite, mode: str = "reference", precision: str = "fp32", progress: bool = True, cap: int = DEFAULT_CAP
 ):
     """Score every block of the suite in this process; the sum of the block counts."""
-    from tqdm import tqdm
-
     total = BlockCounts.empty(suite.n_digits)
-    for k in tqdm(range(suite.n_blocks), desc="blocks", unit="block", disable=not progress):
-        total = total + evaluate_block(model, suite, k, mode=mode, cap=cap, precision=precision)
+    with progress_bar(suite.n_blocks, desc="blocks", unit="block", enabled=progress) as bar:
+        for k in range(suite.n_blocks):
+            total = total + evaluate_block(model, suite, k, mode=mode, cap=cap, precision=precision)
+            bar.update(1)
+            bar.set_postfix(questions=f"{int(total.tested.sum()):,}", failed=f"{int(total.failed.sum()):,}")
     return total
 
 
@@ -223,7 +248,6 @@ def run_blocks(
     """
     from distributed import as_completed
     from distributed.scheduler import KilledWorker
-    from tqdm import tqdm
 
     if not blocks:
         return 0
@@ -241,7 +265,7 @@ def run_blocks(
     pending = as_completed(futures, with_results=True, loop=client.loop)
     del futures
     finished = tested = failed = 0
-    bar = tqdm(total=total or len(blocks), initial=initial, desc="blocks", unit="block", disable=not progress)
+    bar = progress_bar(total or len(blocks), desc="blocks", unit="block", initial=initial, enabled=progress)
     try:
         for fut, (_k, t, f) in pending:
             live.pop(fut.key, None)
@@ -250,7 +274,8 @@ def run_blocks(
             tested += t
             failed += f
             bar.update(1)
-            bar.set_postfix(questions=tested, failed=failed, refresh=False)
+            # formatted here: tqdm would print a number as 2e+04
+            bar.set_postfix(questions=f"{tested:,}", failed=f"{failed:,}", refresh=False)
             if on_block is not None:
                 on_block(finished)
             if max_blocks is not None and finished >= max_blocks:
@@ -277,30 +302,40 @@ def verify_distributed(
     on_block=None,
     max_blocks: int | None = None,
 ) -> BlockCounts | None:
-    """Run the blocks of `spec.store` not yet done, consolidate, and reduce the store to counts.
+    """Run the blocks of `spec.store` not yet done, reduce the store to counts, consolidate.
 
-    Returns None when stopped early by `max_blocks` (the store keeps what was done).
+    The reduction checks every block again (hpc.store): blocks that fail are made pending and redone, up to
+    REDO_ROUNDS times, so a store damaged mid-run still gives the true counts or an InputError, never a count
+    from a hole. Returns None when stopped early by `max_blocks` (the store keeps what was done).
     """
-    from hpc.store import consolidate
+    from hpc.store import StoreDamage, consolidate
 
-    pending = spec.store.pending()
-    done_before = spec.store.n_blocks - len(pending)
-    finished = run_blocks(
-        client,
-        spec,
-        pending,
-        retries=retries,
-        resources=resources,
-        progress=progress,
-        initial=done_before,
-        total=spec.store.n_blocks,
-        on_block=on_block,
-        max_blocks=max_blocks,
-    )
-    if max_blocks is not None and finished < len(pending):
-        return None
-    consolidate(spec.store.root)
-    return spec.store.read_counts()
+    store = spec.store
+    for _round in range(REDO_ROUNDS + 1):
+        pending = store.pending()
+        finished = run_blocks(
+            client,
+            spec,
+            pending,
+            retries=retries,
+            resources=resources,
+            progress=progress,
+            initial=store.n_blocks - len(pending),
+            total=store.n_blocks,
+            on_block=on_block,
+            max_blocks=max_blocks,
+        )
+        if max_blocks is not None and finished < len(pending):
+            return None
+        try:
+            counts = store.read_counts()
+        except StoreDamage as exc:
+            damage = exc
+            store.repair(exc.problems)
+            continue
+        consolidate(store.root)
+        return counts
+    raise InputError(f"{damage}; they failed again after being redone {REDO_ROUNDS} times")
 
 
 def _cluster_spec(args, n_tasks: int):
@@ -348,14 +383,40 @@ def _install_sigterm() -> None:
         signal.signal(signal.SIGTERM, handler)
 
 
+def _out_path(args, name: str) -> Path:
+    return Path(args.out) if args.out else Path(args.model).with_name(f"{name}_accuracy.json")
+
+
+def _store_root(args, name: str) -> Path:
+    from hpc.store import default_store_path
+
+    return Path(args.store).resolve() if args.store else default_store_path(args.model, name)
+
+
+def _check_writable(args, name: str) -> None:
+    """Refuse an --out or store folder that cannot be written now, before any work (one InputError line)."""
+    if args.dry_run:
+        return  # writes nothing
+    require_writable_dir(_out_path(args, name).absolute().parent, "--out folder")
+    if args.cluster != "none":
+        root = _store_root(args, name)
+        if root.exists() and not root.is_dir():
+            raise InputError(f"store {root}: exists and is not a directory")
+        require_writable_dir(root.parent, "--store folder")
+        if root.is_dir():
+            require_writable_dir(root, "--store")
+
+
 def run(args: argparse.Namespace) -> int:
-    shape, n_digits, config = model_info(args.model)
     name = model_name_of(args.model)
+    if Path(args.model).is_file():  # (missing weights: model_info's own one line, and no folder made)
+        _check_writable(args, name)  # before any work: an unwritable --out or store would lose it all
+    shape, n_digits, config = model_info(args.model)
     ops = parse_ops(args.ops) if args.ops else model_ops(config, name)
     if args.block_size < 1:
         raise InputError("--block-size must be positive")
     suite = suite_from_args(args, n_digits, ops)
-    out = Path(args.out) if args.out else Path(args.model).with_name(f"{name}_accuracy.json")
+    out = _out_path(args, name)
 
     if args.cluster == "none":
         if args.scheduler or args.profile or args.dry_run:
@@ -369,15 +430,15 @@ def run(args: argparse.Namespace) -> int:
         if counts is None:
             return 0
     report = accuracy_report(counts, suite, name, extra={"weights_sha256": sha256_file(args.model), "mode": args.mode})
-    atomic_write_json(out, report, indent=1)
+    write_report(out, report)
     print(format_table(report))
-    print(f"wrote {out}")
+    print(f"wrote {out} ({suite.name})")
     return 0
 
 
 def _run_dask(args, name: str, shape, suite) -> BlockCounts | None:
     from hpc.cluster import job_script, open_cluster
-    from hpc.store import default_store_path, make_fingerprint, prepare_suite
+    from hpc.store import StoreDamage, consolidate, make_fingerprint, prepare_suite
 
     if args.retries < 0:
         raise InputError("--retries must be >= 0")
@@ -392,7 +453,7 @@ def _run_dask(args, name: str, shape, suite) -> BlockCounts | None:
         from arith.device import choose_device
 
         choose_device(args.device)  # the embedded workers share this machine's devices
-    store_root = Path(args.store).resolve() if args.store else default_store_path(args.model, name)
+    store_root = _store_root(args, name)
 
     if args.dry_run:
         print(f"{suite.name}: {suite.n_blocks} blocks -> {store_root}/verify/{suite.name}")
@@ -406,7 +467,11 @@ def _run_dask(args, name: str, shape, suite) -> BlockCounts | None:
         return None
 
     fingerprint = make_fingerprint(sha, suite.fingerprint(), args.mode, args.precision, args.cap)
-    store = prepare_suite(store_root, suite.name, fingerprint, suite.n_blocks, suite.n_digits, args.cap, args.fresh)
+    # damaged metadata: one InputError line (or, with --fresh, repaired); done blocks that fail their
+    # checks are made pending again, with one line on stderr
+    store = prepare_suite(
+        store_root, suite.name, fingerprint, suite.n_blocks, suite.n_digits, args.cap, args.fresh, suite=suite
+    )
     spec = TaskSpec(
         weights=str(Path(args.model).resolve()),
         weights_sha256=sha,
@@ -422,10 +487,13 @@ def _run_dask(args, name: str, shape, suite) -> BlockCounts | None:
     print(f"{suite.name}: {suite.n_blocks} blocks, {suite.n_blocks - len(pending)} already done in {store.location}")
     _install_sigterm()
     if not pending:
-        from hpc.store import consolidate
-
-        consolidate(store.root)
-        return store.read_counts()
+        try:
+            counts = store.read_counts()
+        except StoreDamage as exc:  # damaged since prepare_suite checked it: redo those blocks on a cluster
+            store.repair(exc.problems)
+        else:
+            consolidate(store.root)
+            return counts
     # distributed's sync() logs a spurious callback error through tornado when Ctrl-C lands mid-call
     logging.getLogger("tornado.application").setLevel(logging.CRITICAL)
     with open_cluster(cluster_spec) as handle:
