@@ -236,19 +236,25 @@ def parse_pair(text: str) -> tuple[ModelName, ModelName | None]:
     if not pieces[1]:
         raise InputError(f"model names {clip(text)!r}: the insert model name after ',' is empty")
     insert = parse_name(pieces[1])
-    where = f"model names {clip(text)!r}"
+    check_pair(main, insert, f"model names {clip(text)!r}")
+    return main, insert
+
+
+def check_pair(main: ModelName, insert: ModelName, where: str) -> None:
+    """The insert model's weights are copied into the main model (spec section 5.4): the main model has an
+    `insN_` prefix, the insert model none, both have the same digits, and the insert model fits into the main
+    model's layers and heads. InputError starting with `where` otherwise."""
     if main.insert_mode == 0:
         raise InputError(f"{where}: an insert model is given but {main} has no insN_ prefix")
     if insert.insert_mode != 0:
         raise InputError(f"{where}: the insert model {insert} must be a plain model (no insN_ prefix)")
     if insert.n_digits != main.n_digits:
-        raise InputError(f"{where}: insert model has {insert.n_digits} digits, main model {main.n_digits}")
+        raise InputError(f"{where}: insert model {insert} has {insert.n_digits} digits, {main} has {main.n_digits}")
     if insert.n_layers > main.n_layers or insert.n_heads > main.n_heads:
         raise InputError(
-            f"{where}: insert model (l{insert.n_layers}, h{insert.n_heads}) does not fit into the main model "
-            f"(l{main.n_layers}, h{main.n_heads})"
+            f"{where}: insert model {insert} (l{insert.n_layers} h{insert.n_heads}) does not fit into {main} "
+            f"(l{main.n_layers} h{main.n_heads}); name one that fits, e.g. '{main},add_d{main.n_digits}_l1_h3_t15K'"
         )
-    return main, insert
 
 
 def format_pair(main: ModelName, insert: ModelName | None) -> str:
@@ -280,3 +286,74 @@ PUBLISHED = (
 # are published too, but nothing in the spec says they were the ones inserted.
 DEFAULT_INSERT = "add_d6_l2_h3_t15K_s372001"
 INSERT_OF = {name: DEFAULT_INSERT for name in PUBLISHED if name.startswith("ins")}
+
+
+def default_insert(main: ModelName) -> ModelName:
+    """The addition model an ins* model starts from when none is named: the published pairing for the
+    published models, else the reference parser's defaults (2 layers, 3 heads, 15K steps, seed 372001)."""
+    published = INSERT_OF.get(main.format())
+    if published:
+        return parse_name(published)
+    return ModelName(0, "add", main.n_digits, 2, 3, 15000, False, 372001)
+
+
+def resolve_pair(main: ModelName, insert: ModelName | None, where: str | None = None) -> ModelName | None:
+    """The insert model of `main` (None for a plain model without one): `insert`, or the default one,
+    checked against `main`."""
+    if insert is None and not main.insert_mode:
+        return None
+    insert = insert if insert is not None else default_insert(main)
+    check_pair(main, insert, where or f"model names '{format_pair(main, insert)}'")
+    return insert
+
+
+def parse_seed(value) -> int:
+    """A 6-digit training seed (`372001`)."""
+    text = str(value).strip() if not isinstance(value, bool) else "?"
+    if not re.fullmatch(r"\d{6}", text):
+        raise InputError(f"seed {clip(value)!r} is not 6 digits (e.g. 372001)")
+    return int(text)
+
+
+def _with_seed(text: str, seed: int, what: str) -> ModelName:
+    try:
+        return parse_name(f"{text}_s{seed:06d}")
+    except InputError as exc:
+        reason = str(exc).split("': ", 1)[-1]
+        raise InputError(f"unknown {what} {clip(text)!r}: {reason}") from None
+
+
+def _with_steps(name: ModelName, steps: int) -> ModelName:
+    try:
+        return name.with_steps(steps)
+    except InputError as exc:
+        raise InputError(f"--steps {steps}: {str(exc).split(': ', 1)[-1]}") from None
+
+
+def expand_arch(arch: str, seed: int, steps: int | None = None) -> tuple[ModelName, ModelName | None]:
+    """A sweep architecture `arch[,insert]` (names without the seed) and a seed -> (run name, its insert model
+    or None). An insert name without a seed takes the run's seed; `steps` rewrites both step counts."""
+    pieces = [p.strip() for p in arch.split(",")]
+    if len(pieces) > 2 or not pieces[0]:
+        raise InputError(f"unknown architecture {clip(arch)!r}: expected 'arch' or 'ins_arch,add_arch'")
+    if re.search(r"_s\d*$", pieces[0]):
+        raise InputError(f"architecture {clip(pieces[0])!r}: give it without the seed (seeds come from --seeds)")
+    main = _with_seed(pieces[0], seed, "architecture")
+    insert: ModelName | None = None
+    if len(pieces) == 2:
+        text = pieces[1]
+        if re.search(r"_s\d{6}$", text):
+            try:
+                insert = parse_name(text)
+            except InputError as exc:
+                raise InputError(
+                    f"unknown addition model {clip(text)!r}: {str(exc).split(chr(39) + ': ', 1)[-1]}"
+                ) from None
+        else:
+            insert = _with_seed(text, seed, "addition model")
+    if steps is not None:
+        main = _with_steps(main, steps)
+    insert = resolve_pair(main, insert, f"architecture {clip(arch)!r}")
+    if insert is not None and steps is not None:
+        insert = _with_steps(insert, steps)
+    return main, insert

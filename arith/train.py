@@ -14,17 +14,18 @@ import math
 import os
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from arith.device import PRECISIONS
 from arith.errors import InputError
 from arith.files import atomic_write_json
 from arith.insert import InsertSpec, first_copy, periodic_copy, useful_heads_from_behavior
 from arith.model import ModelShape, Transformer
-from arith.names import ModelName, parse_name
+from arith.names import ModelName, check_pair, parse_name
 from arith.questions import ENRICH_RULES, OpMix, rng_for, training_batch
 from arith.scoring import answer_nll
 from arith.vocab import Layout, encode
@@ -36,23 +37,33 @@ ANALYSIS_SEED = 673023
 KEEP_CHECKPOINTS = 2
 
 
+def _setting(default, help: str, choices: tuple[str, ...] | None = None):
+    """A TrainConfig field a user may set: its help text and choices travel with it (the CLIs read them)."""
+    return field(default=default, metadata={"help": help, "choices": choices})
+
+
 @dataclass(frozen=True)
 class TrainConfig:
+    """One training run. The fields with help metadata are the settings `varith train` and `varith sweep`
+    take as flags (`tunable_fields`); the name carries op, digits, layers, heads, steps and seed."""
+
     name: str
-    d_model: int = 510
-    d_head: int = 170
-    d_mlp_multiplier: int = 4
-    batch_size: int = 64
-    lr: float = 8e-5
-    weight_decay: float = 0.1
+    d_model: int = _setting(510, "residual width")
+    d_head: int = _setting(170, "width of each attention head")
+    d_mlp_multiplier: int = _setting(4, "MLP width as a multiple of d_model")
+    batch_size: int = _setting(64, "global batch per step, split across the DDP ranks")
+    lr: float = _setting(8e-5, "peak learning rate")
+    weight_decay: float = _setting(0.1, "AdamW weight decay")
     beta1: float = 0.9
     beta2: float = 0.98
-    enrich: str = "current"
+    enrich: str = _setting(
+        "current", "training-batch enrichment: current (40%% of batches), historic (60%%) or none", ENRICH_RULES
+    )
     insert_weights: str | None = None
-    fixes: bool = False
-    precision: str = "fp32"
-    checkpoint_every: int = 1000
-    log_every: int = 100
+    fixes: bool = _setting(False, "the corrected ins*/GrokFast behaviour instead of the reference's (README, Fidelity)")
+    precision: str = _setting("fp32", "fp32, or bf16 autocast (GPUs, and CPUs with bf16 instructions)", PRECISIONS)
+    checkpoint_every: int = _setting(1000, "steps between accelerate checkpoints")
+    log_every: int = _setting(100, "steps between loss updates of the progress report")
 
     def __post_init__(self):
         mn = self.model_name  # validates the name
@@ -62,8 +73,8 @@ class TrainConfig:
             raise InputError("batch size, lr, checkpoint and log intervals must be positive")
         if self.d_model < 1 or self.d_head < 1 or self.d_mlp_multiplier < 1:
             raise InputError("d_model, d_head and d_mlp_multiplier must be positive")
-        if self.precision not in ("fp32", "bf16"):
-            raise InputError(f"unknown precision {self.precision!r} (expected fp32 or bf16)")
+        if self.precision not in PRECISIONS:
+            raise InputError(f"unknown precision {self.precision!r} (expected {' or '.join(PRECISIONS)})")
         if mn.insert_mode and not self.insert_weights:
             raise InputError(f"{self.name}: an ins{mn.insert_mode} model needs the addition model's weights (--insert)")
 
@@ -159,6 +170,11 @@ def _make_accelerator(precision: str):
     return Accelerator(cpu=not torch.cuda.is_available(), mixed_precision="bf16" if precision == "bf16" else "no")
 
 
+def tunable_fields() -> tuple:
+    """The TrainConfig fields a user may set (dataclasses.Field objects with help and choices metadata)."""
+    return tuple(f for f in fields(TrainConfig) if "help" in f.metadata)
+
+
 def newest_checkpoint(run_dir: str | Path) -> Path | None:
     ckpts = sorted(Path(run_dir, "checkpoints").glob("step_*"))
     return ckpts[-1] if ckpts else None
@@ -217,10 +233,7 @@ def _insert_spec(cfg: TrainConfig, main_shape: ModelShape) -> tuple[InsertSpec, 
     path = Path(cfg.insert_weights)
     ins_name = parse_name(path.name[:-4] if path.name.endswith(".pth") else path.stem)
     ins_shape = ModelShape.for_name(ins_name, main_shape.d_model, main_shape.d_head, main_shape.d_mlp)
-    if ins_name.n_digits != mn.n_digits:
-        raise InputError(f"insert model {path.name} has {ins_name.n_digits} digits, {cfg.name} has {mn.n_digits}")
-    if ins_name.n_layers > mn.n_layers or ins_name.n_heads > mn.n_heads:
-        raise InputError(f"insert model {path.name} is larger than {cfg.name}")
+    check_pair(mn, ins_name, f"insert weights {path.name}")
     sd = read_state_dict(path)
     check_state_dict(sd, ins_shape, str(path))
     useful: tuple[tuple[int, int], ...] = ()

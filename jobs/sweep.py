@@ -23,41 +23,22 @@ from __future__ import annotations
 
 import contextlib
 import io
-import re
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from arith.device import PRECISIONS
 from arith.errors import InputError
-from arith.names import INSERT_OF, ModelName, parse_name
-from arith.questions import ENRICH_RULES
+from arith.names import expand_arch, parse_seed
 from hpc import launch, markers
 from hpc.profile import check_keys, read_toml
 from jobs import status as status_mod
+from jobs.train import add_train_flags
 from jobs.train_task import TRAIN_OVERRIDES, RunSpec, TrainTask
 
 HELP = "Train one run per (architecture, seed) on SLURM, locally or in-process; skip done runs, retry failed."
 
-DEFAULT_INSERT_SHAPE = ("add", 2, 3, 15000, 372001)  # the reference parser's insert defaults (spec 1.1)
-
-# CLI flag -> (TrainConfig field, type)
-# TrainConfig overrides a sweep takes as flags: name -> (type, help)
-_TRAIN_FLAGS: dict[str, tuple[type, str]] = {
-    "d_model": (int, "residual width (published: 510)"),
-    "d_head": (int, "width of each attention head (published: 170)"),
-    "d_mlp_multiplier": (int, "MLP width as a multiple of d_model (published: 4)"),
-    "batch_size": (int, "global batch per step, split across the DDP ranks (default 64)"),
-    "lr": (float, "peak learning rate (default 8e-5)"),
-    "weight_decay": (float, "AdamW weight decay (default 0.1)"),
-    "enrich": (str, "training-batch enrichment rule"),
-    "precision": (str, "training precision (bf16: autocast on GPUs and CPUs that have it)"),
-    "checkpoint_every": (int, "steps between accelerate checkpoints (default 1000)"),
-    "log_every": (int, "steps between loss lines in the log (default 100)"),
-}
-_TRAIN_CHOICES = {"enrich": ENRICH_RULES, "precision": PRECISIONS}
 # SLURM flags (profile keys) -> help
 _SLURM_HELP = {
     "partition": "SLURM partition",
@@ -93,84 +74,9 @@ class SweepRequest:
 # ------------------------------------------------------------------------------------------------ parsing
 
 
-def parse_seed(value: Any) -> int:
-    text = str(value).strip() if not isinstance(value, bool) else "?"
-    if not re.fullmatch(r"\d{6}", text):
-        raise InputError(f"seed {value!r} is not 6 digits (e.g. 372001)")
-    return int(text)
-
-
 def _split_words(values) -> list[str]:
-    out: list[str] = []
-    for v in values or []:
-        out += [w for w in re.split(r"[\s]+", str(v).strip()) if w]
-    return out
-
-
-def _with_seed(text: str, seed: int, what: str) -> ModelName:
-    try:
-        return parse_name(f"{text}_s{seed:06d}")
-    except InputError as exc:
-        reason = str(exc).split("': ", 1)[-1]
-        raise InputError(f"unknown {what} {text!r}: {reason}") from None
-
-
-def expand_arch(arch: str, seed: int, steps: int | None) -> tuple[ModelName, ModelName | None]:
-    """`arch[,insert]` and a seed -> (run name, addition model name or None)."""
-    pieces = [p.strip() for p in arch.split(",")]
-    if len(pieces) > 2 or not pieces[0]:
-        raise InputError(f"unknown architecture {arch!r}: expected 'arch' or 'ins_arch,add_arch'")
-    if re.search(r"_s\d*$", pieces[0]):
-        raise InputError(f"architecture {pieces[0]!r}: give it without the seed (seeds come from --seeds)")
-    main = _with_seed(pieces[0], seed, "architecture")
-    if steps is not None:
-        main = _steps(main, steps)
-    if len(pieces) == 2:
-        if not main.insert_mode:
-            raise InputError(f"architecture {arch!r}: an addition model is given but {pieces[0]} has no insN_ prefix")
-        text = pieces[1]
-        if re.search(r"_s\d{6}$", text):
-            try:
-                insert = parse_name(text)
-            except InputError as exc:
-                raise InputError(f"unknown addition model {text!r}: {str(exc).split(chr(39) + ': ', 1)[-1]}") from None
-        else:
-            insert = _with_seed(text, seed, "addition model")
-    elif main.insert_mode:
-        published = INSERT_OF.get(main.format())
-        if published:
-            insert = parse_name(published)
-        else:
-            op, layers, heads, isteps, iseed = DEFAULT_INSERT_SHAPE
-            insert = ModelName(0, op, main.n_digits, layers, heads, isteps, False, iseed)
-    else:
-        return main, None
-    if steps is not None:
-        insert = _steps(insert, steps)
-    _check_pair(main, insert, arch)
-    return main, insert
-
-
-def _steps(name: ModelName, steps: int) -> ModelName:
-    try:
-        return name.with_steps(steps)
-    except InputError as exc:
-        raise InputError(f"--steps {steps}: {str(exc).split(': ', 1)[-1]}") from None
-
-
-def _check_pair(main: ModelName, insert: ModelName, arch: str) -> None:
-    if insert.insert_mode:
-        raise InputError(f"architecture {arch!r}: the addition model {insert} must not have an insN_ prefix")
-    if insert.n_digits != main.n_digits:
-        raise InputError(
-            f"architecture {arch!r}: addition model {insert} has {insert.n_digits} digits, {main} has {main.n_digits}"
-        )
-    if insert.n_layers > main.n_layers or insert.n_heads > main.n_heads:
-        raise InputError(
-            f"architecture {arch!r}: addition model {insert} (l{insert.n_layers} h{insert.n_heads}) "
-            f"does not fit into {main} (l{main.n_layers} h{main.n_heads}); name one that fits: "
-            f"'{arch.split(',')[0]},add_d{main.n_digits}_l<L>_h<H>_t<T>K'"
-        )
+    """`--seeds "1 2" 3` -> ["1", "2", "3"] (a quoted list from make counts as several words)."""
+    return [w for v in values or [] for w in str(v).split()]
 
 
 def plan(req: SweepRequest) -> list[PlannedRun]:
@@ -229,16 +135,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--poll", type=float, default=None, help="seconds between job checks (default 5; local 0.5)")
     g = parser.add_argument_group("training overrides (TrainConfig)")
     g.add_argument("--steps", type=int, help="training steps for every model (rewrites the names: t40, t15K)")
-    for name, (typ, text) in _TRAIN_FLAGS.items():
-        g.add_argument(
-            "--" + name.replace("_", "-"), type=typ, default=None, choices=_TRAIN_CHOICES.get(name), help=text
-        )
-    g.add_argument(
-        "--fixes",
-        action="store_true",
-        default=None,
-        help="the corrected ins*/GrokFast behaviour instead of the reference's (see README, 'Fidelity')",
-    )
+    add_train_flags(g, with_defaults=False)
     s = parser.add_argument_group("SLURM settings (override the profile)")
     for name in _SLURM_FLAGS:
         s.add_argument(
@@ -307,12 +204,9 @@ def options_from_args(args) -> Options:
     # training overrides: file [train], then flags
     train = dict(data.get("train", {}))
     check_keys(train, TRAIN_OVERRIDES, "sweep file [train]")
-    for name in _TRAIN_FLAGS:
-        v = getattr(args, name)
-        if v is not None:
-            train[name] = v
-    if args.fixes:
-        train["fixes"] = True
+    for name in TRAIN_OVERRIDES:
+        if getattr(args, name) is not None:
+            train[name] = getattr(args, name)
     steps = args.steps if args.steps is not None else data.get("steps")
     if steps is not None and (not isinstance(steps, int) or isinstance(steps, bool) or steps < 1):
         raise InputError(f"steps must be a positive whole number, got {steps!r}")

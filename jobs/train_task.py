@@ -23,22 +23,11 @@ from typing import Any
 
 import submitit
 
+from arith.train import tunable_fields
 from hpc import markers, runs
 
 # TrainConfig fields a sweep may override (the name carries op, digits, layers, heads, steps and seed)
-TRAIN_OVERRIDES = (
-    "d_model",
-    "d_head",
-    "d_mlp_multiplier",
-    "batch_size",
-    "lr",
-    "weight_decay",
-    "enrich",
-    "fixes",
-    "precision",
-    "checkpoint_every",
-    "log_every",
-)
+TRAIN_OVERRIDES = tuple(f.name for f in tunable_fields())
 
 
 @dataclass(frozen=True)

@@ -155,10 +155,10 @@ def test_parse_pair():
         ("a,b,c", "expected 'main' or 'main,insert', got 3 names"),
         (
             "ins1_mix_d6_l3_h4_t40K_s372001,add_d5_l2_h3_t15K_s372001",
-            "insert model has 5 digits, main model 6",
+            "has 5 digits, ins1_mix_d6_l3_h4_t40K_s372001 has 6",
         ),
-        ("ins1_mix_d6_l1_h4_t40K_s372001,add_d6_l2_h3_t15K_s372001", "does not fit into the main model"),
-        ("ins1_mix_d6_l3_h2_t40K_s372001,add_d6_l2_h3_t15K_s372001", "does not fit into the main model"),
+        ("ins1_mix_d6_l1_h4_t40K_s372001,add_d6_l2_h3_t15K_s372001", "does not fit into ins1_mix_d6"),
+        ("ins1_mix_d6_l3_h2_t40K_s372001,add_d6_l2_h3_t15K_s372001", "does not fit into ins1_mix_d6"),
         ("ins1_mix_d6_l3_h4_t40K_s372001,ins1_add_d6_l2_h3_t15K_s372001", "must be a plain model"),
         ("ins1_mix_d6_l3_h4_t40K_s372001,add_d6_l2_h3_t15K_s3", "seed must be 6 digits"),
     ],

@@ -345,7 +345,12 @@ def test_profile_missing_keys(tmp_path, capsys):
         '[slurm]\npartition = "debug"\ntime = 5\nmem = "1G"\ncpus_per_task = 1\ngpus_per_node = 0\nfoo = 1\n'
     )
     assert sweep(runs, *args) == 2
-    assert "unknown key(s) foo" in capsys.readouterr().err
+    assert "unknown key(s) 'foo';" in capsys.readouterr().err
+    prof.write_text(prof.read_text().replace("foo = 1", "cpus_per_tsak = 2"))
+    assert sweep(runs, *args) == 2
+    assert "unknown key(s) 'cpus_per_tsak' (did you mean 'cpus_per_task'?)" in capsys.readouterr().err
+    assert sweep(runs, "--cluster", "slurm", "--profile", str(tmp_path), "--seeds", "123456", "--archs", ARCH) == 2
+    assert "is a folder, not a TOML file" in capsys.readouterr().err
     assert not runs.exists()
 
 
