@@ -51,7 +51,7 @@ def test_verify_writes_accuracy_json(demo_model, tmp_path):
     proc = varith("verify", str(model), "--exhaustive", "--cluster", "none", "--no-progress")
     assert proc.returncode == 0, proc.stderr
     assert not any(tmp_path.glob("*.zarr"))
-    report = json.loads(model.with_name(model.name.replace(".pth", "_accuracy.json")).read_text())
+    report = json.loads(model.with_name(model.name.replace(".pth", "_accuracy.json")).read_text())["exhaustive"]
     assert report["tested"] == 10_000 and report["failed"] == 0
     assert sum(c["tested"] for c in report["by_class"]["ADD"].values()) == 10_000
     assert set(report["by_class"]["ADD"]) == {"S0", "S1", "S2"}
