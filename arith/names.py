@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 from arith.errors import InputError, clip
 
@@ -357,3 +358,32 @@ def expand_arch(arch: str, seed: int, steps: int | None = None) -> tuple[ModelNa
     if insert is not None and steps is not None:
         insert = _with_steps(insert, steps)
     return main, insert
+
+
+# The published artifacts of a model, by kind: `<name>.pth`, `<name>_train.json`, ... (spec section 1.2), plus
+# ours: the accuracy report and the Zarr store of per-question results. One owner for these file names.
+ARTIFACT_SUFFIXES = {
+    "weights": ".pth",
+    "train": "_train.json",
+    "behavior": "_behavior.json",
+    "maths": "_maths.json",
+    "accuracy": "_accuracy.json",
+    "store": ".zarr",
+}
+
+
+def artifact_path(folder: str | Path, name: str, kind: str) -> Path:
+    """`folder/<name><suffix of kind>`, e.g. artifact_path("runs/x", "x", "train") -> runs/x/x_train.json."""
+    return Path(folder) / f"{name}{ARTIFACT_SUFFIXES[kind]}"
+
+
+def name_of_weights(weights: str | Path) -> str:
+    """The model name of a weights file: `runs/x/add_d6_..._s372001.pth` -> `add_d6_..._s372001`."""
+    file = Path(weights).name
+    suffix = ARTIFACT_SUFFIXES["weights"]
+    return file[: -len(suffix)] if file.endswith(suffix) and len(file) > len(suffix) else Path(file).stem
+
+
+def beside_weights(weights: str | Path, kind: str) -> Path:
+    """Another artifact of the same model, in the weights' folder (`x.pth` -> `x_train.json`)."""
+    return artifact_path(Path(weights).parent, name_of_weights(weights), kind)

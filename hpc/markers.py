@@ -8,7 +8,8 @@
 - `runs/<name>/manifest.json`: sha256 and size of every artifact, code and package versions, seed and
   command line. `artifacts_ok(run_dir)` says whether the training artifacts are listed there and still match
   byte for byte.
-- `runs/<name>/progress.json` is written by `arith.train` (step, steps, loss); `read_progress` reads it.
+- `runs/<name>/progress.json` is written while training (step, steps, loss); `read_progress` reads it.
+File names come from `hpc.rundir.RunDir`.
 """
 
 from __future__ import annotations
@@ -25,13 +26,12 @@ from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from arith.errors import InputError
 from arith.files import atomic_write_json, sha256_file
+from hpc import rundir
+from hpc.rundir import RunDir
 
 STATES = ("submitted", "running", "done", "failed")
-MARKER = "state.json"
-MANIFEST = "manifest.json"
-PROGRESS = "progress.json"
-_LOCK = ".state.lock"
 _MAX_EVENTS = 50
 
 
@@ -59,8 +59,12 @@ class Marker:
 
     @classmethod
     def from_dict(cls, d: dict) -> Marker:
+        """Strict: an unknown field (a misspelling, a marker of another program) is an error, not dropped."""
         known = {f.name for f in fields(cls)}
-        kw = {k: v for k, v in d.items() if k in known}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown marker field(s) {', '.join(map(repr, unknown))}")
+        kw = dict(d)
         kw["events"] = tuple(tuple(e) for e in kw.get("events", ()))
         return cls(**kw)
 
@@ -71,13 +75,7 @@ class Marker:
 
 
 def weights_path(run_dir: str | Path) -> Path:
-    run_dir = Path(run_dir)
-    return run_dir / f"{run_dir.name}.pth"
-
-
-def train_json_path(run_dir: str | Path) -> Path:
-    run_dir = Path(run_dir)
-    return run_dir / f"{run_dir.name}_train.json"
+    return RunDir(run_dir).weights
 
 
 @contextlib.contextmanager
@@ -85,7 +83,7 @@ def _locked(run_dir: Path, timeout: float | None = None) -> Iterator[None]:
     """Exclusive flock on the run's lock file; TimeoutError after `timeout` seconds (None: wait as long as
     needed)."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    with open(run_dir / _LOCK, "a+") as lock:
+    with open(RunDir(run_dir).lock, "a+") as lock:
         if timeout is None:
             fcntl.flock(lock, fcntl.LOCK_EX)
         else:
@@ -96,7 +94,7 @@ def _locked(run_dir: Path, timeout: float | None = None) -> Iterator[None]:
                     break
                 except BlockingIOError:
                     if time.monotonic() > deadline:
-                        raise TimeoutError(f"{run_dir / _LOCK} stayed locked for {timeout}s") from None
+                        raise TimeoutError(f"{RunDir(run_dir).lock} stayed locked for {timeout}s") from None
                     time.sleep(0.05)
         try:
             yield
@@ -114,14 +112,18 @@ def _read_json(path: Path) -> dict | None:
 
 
 def read_marker(run_dir: str | Path) -> Marker | None:
-    """The run's marker, or None when it has none (or it is unreadable)."""
-    data = _read_json(Path(run_dir) / MARKER)
-    if data is None or data.get("state") not in STATES:
+    """The run's marker, or None when it has none (or it is unreadable: half-written files never exist, they
+    are replaced atomically). A marker with unknown fields or state raises InputError naming them."""
+    path = RunDir(run_dir).marker
+    data = _read_json(path)
+    if data is None:
         return None
+    if data.get("state") not in STATES:
+        raise InputError(f"marker {path}: unknown state {data.get('state')!r} (expected one of {', '.join(STATES)})")
     try:
         return Marker.from_dict(data)
-    except TypeError:
-        return None
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"marker {path}: {exc}") from None
 
 
 def update_marker(
@@ -154,7 +156,7 @@ def update_marker(
             d["events"] = events[-_MAX_EVENTS:]
         d["updated_at"] = now
         new = Marker.from_dict(d)
-        atomic_write_json(run_dir / MARKER, new.to_dict(), indent=1)
+        atomic_write_json(RunDir(run_dir).marker, new.to_dict(), indent=1)
         return new
 
 
@@ -201,7 +203,7 @@ def set_job(
         if submitted_at is not None:
             d["submitted_at"] = submitted_at
         new = Marker.from_dict(d)
-        atomic_write_json(run_dir / MARKER, new.to_dict(), indent=1)
+        atomic_write_json(RunDir(run_dir).marker, new.to_dict(), indent=1)
         return new
 
 
@@ -246,9 +248,9 @@ def clear_run(run_dir: str | Path) -> None:
     The marker is kept (its attempt count and history continue)."""
     import shutil
 
-    run_dir = Path(run_dir)
-    shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
-    for p in (weights_path(run_dir), train_json_path(run_dir), run_dir / PROGRESS, run_dir / MANIFEST):
+    rd = RunDir(run_dir)
+    shutil.rmtree(rd.checkpoints, ignore_errors=True)
+    for p in (*rd.training_artifacts, rd.progress, rd.manifest):
         p.unlink(missing_ok=True)
 
 
@@ -296,7 +298,7 @@ def record_artifacts(run_dir: str | Path, paths: Iterable[str | Path], **meta) -
     (seed, train config, ...) is merged at the top level. Returns the manifest."""
     run_dir = Path(run_dir)
     with _locked(run_dir):
-        manifest = _read_json(run_dir / MANIFEST) or {}
+        manifest = _read_json(RunDir(run_dir).manifest) or {}
         manifest.setdefault("name", run_dir.name)
         arts = dict(manifest.get("artifacts") or {})
         root = run_dir.resolve()
@@ -313,12 +315,12 @@ def record_artifacts(run_dir: str | Path, paths: Iterable[str | Path], **meta) -
         manifest["packages"] = _package_versions()
         manifest["command"] = list(sys.argv)
         manifest["updated_at"] = time.time()
-        atomic_write_json(run_dir / MANIFEST, manifest, indent=1)
+        atomic_write_json(RunDir(run_dir).manifest, manifest, indent=1)
         return manifest
 
 
 def read_manifest(run_dir: str | Path) -> dict | None:
-    return _read_json(Path(run_dir) / MANIFEST)
+    return _read_json(RunDir(run_dir).manifest)
 
 
 def artifacts_problem(run_dir: str | Path) -> str | None:
@@ -331,7 +333,7 @@ def artifacts_problem(run_dir: str | Path) -> str | None:
     arts = manifest.get("artifacts")
     if not isinstance(arts, dict):
         return "manifest lists no artifacts"
-    for required in (weights_path(run_dir).name, train_json_path(run_dir).name):
+    for required in (p.name for p in RunDir(run_dir).training_artifacts):
         if required not in arts:
             return f"manifest does not list {required}"
     for rel, info in arts.items():
@@ -353,17 +355,9 @@ def artifacts_ok(run_dir: str | Path) -> bool:
 
 
 def read_progress(run_dir: str | Path) -> dict | None:
-    return _read_json(Path(run_dir) / PROGRESS)
+    return _read_json(RunDir(run_dir).progress)
 
 
 def run_dirs(runs_dir: str | Path) -> list[Path]:
-    """Run directories (those with a marker or a manifest), sorted by name; hidden folders (.submitit)
-    excluded."""
-    runs_dir = Path(runs_dir)
-    if not runs_dir.is_dir():
-        return []
-    return sorted(
-        p
-        for p in runs_dir.iterdir()
-        if p.is_dir() and not p.name.startswith(".") and ((p / MARKER).is_file() or (p / MANIFEST).is_file())
-    )
+    """Run directories (those with a marker or a manifest), sorted by name; hidden folders excluded."""
+    return [r.path for r in rundir.run_dirs(runs_dir)]

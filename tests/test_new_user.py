@@ -130,3 +130,18 @@ def test_make_demo_from_a_copy_of_the_repository(tmp_path):
     run = copy / "runs" / TINY
     assert (run / f"{TINY}_accuracy.json").is_file()
     assert "done" in proc.stdout.splitlines()[-1] or any(TINY in ln and "done" in ln for ln in proc.stdout.splitlines())
+
+
+def test_a_misspelt_marker_field_is_named_not_swallowed(tmp_path):
+    from arith.errors import InputError
+    from hpc import markers
+
+    run = tmp_path / "runs" / TINY
+    markers.mark_running(run, None, "cli", None, None)
+    data = json.loads((run / "state.json").read_text())
+    data["stpes_done"] = 3
+    (run / "state.json").write_text(json.dumps(data))
+    with pytest.raises(InputError, match="unknown marker field.*stpes_done"):
+        markers.read_marker(run)
+    proc = user("status", cwd=tmp_path)
+    assert_one_line_error(proc, "stpes_done")
