@@ -146,8 +146,8 @@ def verify_in_process(
     with progress_bar(suite.n_blocks, desc="blocks", unit="block", enabled=progress) as bar:
         for k in range(suite.n_blocks):
             total = total + evaluate_block(model, suite, k, mode=mode, cap=cap, precision=precision)
-            bar.update(1)
             bar.set_postfix(questions=f"{int(total.tested.sum()):,}", failed=f"{int(total.failed.sum()):,}")
+            bar.update(1)
     return total
 
 
@@ -273,9 +273,9 @@ def run_blocks(
             finished += 1
             tested += t
             failed += f
-            bar.update(1)
-            # formatted here: tqdm would print a number as 2e+04
+            # formatted here (tqdm would print a number as 2e+04), and set before the update that prints it
             bar.set_postfix(questions=f"{tested:,}", failed=f"{failed:,}", refresh=False)
+            bar.update(1)
             if on_block is not None:
                 on_block(finished)
             if max_blocks is not None and finished >= max_blocks:
