@@ -1,18 +1,22 @@
-"""`varith` command line: one subcommand per module in `jobs/`, imported lazily so `--help` stays fast.
+"""`varith` command line: one subcommand per module in `jobs/`.
 
-Each subcommand module provides `HELP` (one line), `add_arguments(parser)` and `run(args) -> int`.
+Each subcommand module provides `HELP` (one line), `add_arguments(parser)` and `run(args) -> int`. Only the
+module of the subcommand being run is imported, so `varith --help` and `varith classify` start without torch,
+submitit or Dask; `varith --help` reads each module's `HELP` line from its source without importing it.
 Bad input anywhere raises `arith.errors.InputError`; it is printed as one line and the exit code is 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import importlib
+import importlib.util
 import sys
 
 from arith.errors import InputError
 
-# subcommand -> module; the module is imported only when that subcommand (or `--help`) needs it.
+# subcommand -> module
 COMMANDS: dict[str, str] = {
     "train": "jobs.train",
     "predict": "jobs.predict",
@@ -30,25 +34,51 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def help_line(module_name: str) -> str:
+    """The module's `HELP = "..."` constant, read from its source (no import)."""
+    spec = importlib.util.find_spec(module_name)
+    if spec is None or spec.origin is None:
+        return ""
+    with open(spec.origin, encoding="utf-8") as f:
+        tree = ast.parse(f.read(), spec.origin)
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "HELP" for t in node.targets):
+            if isinstance(node.value, ast.Constant) and isinstance(node.value.value, str):
+                return node.value.value
+    return ""
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole parser; with `only`, just that subcommand's module is imported and given its arguments (the
+    others are listed by their help line)."""
     parser = _Parser(prog="varith", description="Train, verify and dissect arithmetic transformers.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     for name, module_name in COMMANDS.items():
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:  # a subcommand still being written must not break the others
-            if exc.name != module_name:
-                raise
+        if only is not None and name != only:
+            sub.add_parser(name, help=help_line(module_name))
             continue
+        module = importlib.import_module(module_name)
         p = sub.add_parser(name, help=module.HELP, description=module.HELP)
         module.add_arguments(p)
         p.set_defaults(_run=module.run, _prog=p.prog)
     return parser
 
 
+def _chosen(argv: list[str]) -> str | None:
+    """The subcommand named on the command line (the first word that is one), else None."""
+    for word in argv:
+        if word in COMMANDS:
+            return word
+        if not word.startswith("-"):
+            return None
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    chosen = _chosen(argv)
+    parser = build_parser(only=chosen or "")
     args = parser.parse_args(argv)
     try:
         return int(args._run(args) or 0)
