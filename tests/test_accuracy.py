@@ -1,9 +1,11 @@
+import json
 import math
 
 import numpy as np
 import pytest
 
-from analysis.accuracy import accuracy_report, binomial_upper_bound, nines_verdict
+from analysis.accuracy import accuracy_report, binomial_upper_bound, nines_verdict, read_reports, write_report
+from arith.errors import InputError
 from arith.verify import BlockCounts, RandomSuite, count_block
 from arith.vocab import ADD, SUB, parse_questions
 
@@ -40,3 +42,71 @@ def test_report_counts_operations_and_classes_and_lists_failures():
     assert report["by_class"]["SUB"]["M0"]["failed"] == 1  # 99-99 answered -000
     assert report["failures"] == [{"question": "99-99=", "expected": "+000", "predicted": "-000", "class": "M0"}]
     assert report["wrong_answer_positions"] == {"A3": 1, "A2": 0, "A1": 0, "A0": 0}
+
+
+def _exhaustive_counts(n_digits: int = 1, ops=(ADD,), drop: int = 0):
+    """Counts of an exhaustive suite in which the questions with x == y fail; `drop` questions left out."""
+    from arith.verify import ExhaustiveSuite
+
+    suite = ExhaustiveSuite(n_digits, ops)
+    total = BlockCounts.empty(n_digits)
+    for k in range(suite.n_blocks):
+        x, y, op = suite.block(k)
+        x, y, op = x[drop:], y[drop:], op[drop:]
+        failed = (x == y).all(axis=1)
+        wrong = np.zeros((len(op), n_digits + 2), dtype=bool)
+        wrong[failed, -1] = True
+        total = total + count_block(x, y, op, failed, wrong, np.zeros((len(op), n_digits + 2), np.uint8))
+    return total, suite
+
+
+def test_exhaustive_report_states_the_exact_rate_and_no_bound():
+    counts, suite = _exhaustive_counts(1, (ADD, SUB))
+    report = accuracy_report(counts, suite, "mix_d1_l1_h3_t20_s111111")
+    assert report["tested"] == 200 and report["failed"] == 20
+    assert report["failure_rate"] == 0.1
+    assert report["exhaustive"] == "every one of the 100 1-digit addition and subtraction questions was checked"
+    text = json.dumps(report)
+    assert "failure_rate_upper_95" not in text  # no bound anywhere: every question was checked
+    assert report["by_operation"]["ADD"]["failure_rate"] == 0.1
+    for cell in report["by_class"]["ADD"].values():
+        assert cell["failure_rate"] == cell["failed"] / cell["tested"]
+
+
+def test_exhaustive_counts_with_a_hole_are_refused():
+    counts, suite = _exhaustive_counts(1, (ADD,), drop=1)  # one question missing from every block
+    with pytest.raises(InputError, match="cover 99 of the 100"):
+        accuracy_report(counts, suite, "add_d1_l1_h3_t20_s111111")
+
+
+def test_sampled_reports_keep_their_upper_bound():
+    counts, _ = _exhaustive_counts(1, (ADD,))
+    report = accuracy_report(counts, RandomSuite(1, (ADD,), 100), "add_d1_l1_h3_t20_s111111")
+    assert "failure_rate" not in report and "exhaustive" not in report
+    assert report["by_operation"]["ADD"]["failure_rate_upper_95"] > 0.1
+
+
+def test_accuracy_file_keeps_one_report_per_suite(tmp_path, capsys):
+    from arith.verify import HandpickedSuite
+
+    counts, exhaustive = _exhaustive_counts(1, (ADD,))
+    path = tmp_path / "m_accuracy.json"
+    as_json = lambda report: json.loads(json.dumps(report))  # noqa: E731  (tuples become lists)
+    ex = as_json(accuracy_report(counts, exhaustive, "m"))
+    rnd = as_json(accuracy_report(counts, RandomSuite(1, (ADD,), 100), "m"))
+    hand = as_json(accuracy_report(counts, HandpickedSuite(1, (ADD,)), "m"))
+    path.write_text(json.dumps(rnd))  # the old layout: one report at the top level
+    write_report(path, ex)
+    assert read_reports(path) == {"random": rnd, "exhaustive": ex}
+    write_report(path, hand)
+    rnd2 = rnd | {"mode": "exact"}
+    write_report(path, rnd2)  # a rerun of a suite replaces that suite's report only
+    data = json.loads(path.read_text())
+    assert list(data) == ["exhaustive", "random", "handpicked"]
+    assert data == {"exhaustive": ex, "random": rnd2, "handpicked": hand}
+    assert not [p for p in tmp_path.iterdir() if p.name != path.name]  # no temporary or lock files left
+    path.write_text("{not json")
+    write_report(path, ex)
+    err = capsys.readouterr().err
+    assert "m_accuracy.json: unreadable" in err and err.endswith("; replacing it\n")
+    assert read_reports(path) == {"exhaustive": ex}
