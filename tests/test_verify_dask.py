@@ -429,3 +429,39 @@ def test_bad_profile_and_flag_combinations(tiny, tmp_path):
     assert_one_line_error(r, "nope.toml", "no such file")
     r = varith(str(tiny), "--questions", "1000", "--cluster", "slurm", "--scheduler", "tcp://127.0.0.1:9")
     assert_one_line_error(r, "--scheduler")
+
+
+def test_unwritable_out_or_store_is_refused_before_any_work(tiny, tmp_path):
+    """A path under a regular file cannot be written by anyone (root included): one line, nothing started."""
+    blocker = tmp_path / "somefile"
+    blocker.write_text("not a folder")
+    store = tmp_path / "s.zarr"
+    r = varith(str(tiny), "--questions", "1000", "--store", str(store), "--out", str(blocker / "acc.json"))
+    assert_one_line_error(r, "--out", str(blocker))
+    assert not store.exists() and "cluster" not in r.stdout
+    r = varith(str(tiny), "--questions", "1000", "--store", str(blocker / "s.zarr"), "--out", str(tmp_path / "a.json"))
+    assert_one_line_error(r, "--store", str(blocker))
+    assert not (tmp_path / "a.json").exists()
+    r = varith(str(tiny), "--questions", "1000", "--cluster", "none", "--out", str(blocker / "acc.json"))
+    assert_one_line_error(r, "--out", str(blocker))
+
+
+def test_every_flag_has_help_with_its_choices():
+    import argparse
+
+    from jobs.verify import add_arguments
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    for action in parser._actions:
+        if isinstance(action, argparse._HelpAction):
+            continue
+        name = action.option_strings[0] if action.option_strings else action.dest
+        assert action.help, f"{name} has no help"
+        for choice in action.choices or ():
+            assert str(choice) in action.help, f"{name}: choice {choice} not in its help"
+        for word in re.findall(r"[\w./-]+\.(?:toml|md|py|json|yaml)\b", action.help):
+            if "/" in word and "<" not in word:  # a file named in the help is one of the repository's
+                assert (REPO / word).is_file(), f"{name} points to {word}, not in the repository"
+    text = parser.format_help()
+    assert "%" not in text.replace("10%", "")  # argparse formatting went through
