@@ -63,13 +63,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--enrich",
         default="current",
         choices=["current", "historic", "none"],
-        help="how random questions are enriched with hard cases: current (default), historic or none",
+        help="enrichment of random questions with hard cases: current (default, 40%% of batches), "
+        "historic (60%%, the Jan-2024 subtraction rule) or none",
     )
     p.add_argument(
         "--mode",
         default="reference",
         choices=["reference", "exact"],
-        help="failure rule: reference (default, as the reference scores) or exact (every answer token must match)",
+        help="failure rule: reference (default: mean answer-token loss > 0.01 and a wrong token, as the "
+        "reference) or exact (any wrong answer token)",
     )
     p.add_argument("--device", default="auto", help="auto (each worker's GPU if it has one, else cpu), cpu, cuda")
     p.add_argument(
