@@ -232,3 +232,21 @@ def test_train_json_is_still_used_when_present(tmp_path):
     (tmp_path / f"{TINY}_train.json").write_text(json.dumps({"Config": config}))
     proc = varith("predict", "--model", str(path), "12+34")
     assert proc.returncode == 0 and "warning" in proc.stderr and "addition questions" in proc.stderr
+
+
+def test_a_reader_that_stops_early_ends_the_command_quietly(tmp_path):
+    questions = tmp_path / "q.txt"
+    questions.write_text("12+34\n" * 1_000_000)
+    with questions.open() as stdin:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "jobs", "classify", "--n-digits", "2"],
+            cwd=REPO,
+            stdin=stdin,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        assert proc.stdout.readline() == b"S0\n"  # like `varith classify < q.txt | head -1`
+        proc.stdout.close()
+        err = proc.stderr.read().decode()
+        assert proc.wait(timeout=120) == 0
+    assert "Traceback" not in err and "BrokenPipe" not in err, err
