@@ -17,8 +17,8 @@ HEAVY = ("torch", "submitit", "dask", "distributed", "zarr", "accelerate")
 def test_light_commands_start_without_the_heavy_packages(argv):
     code = (
         "import sys\nfrom jobs.cli import main\n"
-        "try:\n    main(%r)\nexcept SystemExit:\n    pass\n"
-        "print(sorted(m for m in %r if m in sys.modules))" % (argv, HEAVY)
+        f"try:\n    main({argv!r})\nexcept SystemExit:\n    pass\n"
+        f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert proc.returncode == 0, proc.stderr
