@@ -1,0 +1,120 @@
+"""Behaviour tags of useful nodes (upstream_spec 7 steps 6-8, 7.1), from ablation results held as arrays.
+
+Everything is a pure function of arrays (whole node x question grids), so `<name>_behavior.json` can be rebuilt
+from the Zarr store without a forward pass:
+
+- `Fail%:{int(100 * failures / questions)}` (floored: `Fail%:0` means some failures, under 1%).
+- `Impact:A{digits}`: the answer positions any failed question got wrong, named by meaning (`A7` for the sign,
+  or `+` in a pure-addition model), joined; the distinct digits sorted descending (`Impact:A765`; a sign-only
+  impact in an addition model is `Impact:A`).
+- `Math.Add:S{digits}` / `Math.Sub:M{digits}` / `Math.Neg:N{digits}`: the complexity classes of the failed
+  questions per family, distinct digits ascending (`M4+` counts as 4); a family only when it had failures.
+- `Attn:P{key}={percent:.0f}`: the head's attention row at its position, averaged over the questions; the top
+  four keys with at least 1% of the row, largest first.
+A node is useful when its ablation fails at least one question. Records are sorted by node (position, layer,
+heads before the MLP).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from analysis.ablate import Node
+from arith import complexity
+from arith.vocab import Layout
+
+MAX_ATTN_TAGS = 4
+MIN_ATTN_PERCENT = 1.0
+_FAMILIES = (
+    ("Math.Add", "S", complexity.S_BASE, complexity.S_TOP),
+    ("Math.Sub", "M", complexity.M_BASE, complexity.M_TOP),
+    ("Math.Neg", "N", complexity.N_BASE, complexity.N_TOP),
+)
+
+
+def fail_tag(failures: int, questions: int) -> str:
+    return f"Fail%:{int(100 * failures / questions)}"
+
+
+def impact_tags(wrong_any: np.ndarray, layout: Layout, pure_add: bool) -> list[str]:
+    """`wrong_any` [N, n+2]: per node, was each answer position wrong in some failed question."""
+    names = layout.position_meanings(pure_add)[layout.answer_start :]
+    out = []
+    for row in np.asarray(wrong_any, dtype=bool):
+        joined = "".join(name for name, hit in zip(names, row, strict=True) if hit)
+        digits = sorted({c for c in joined if c.isdigit()}, reverse=True)
+        out.append("Impact:A" + "".join(digits))
+    return out
+
+
+def math_tags(class_hit: np.ndarray) -> list[list[str]]:
+    """`class_hit` [N, N_CLASSES] bool: per node, did a failed question have each complexity class."""
+    out = []
+    for row in np.asarray(class_hit, dtype=bool):
+        tags = []
+        for major, letter, lo, hi in _FAMILIES:
+            digits = sorted({complexity.CLASSES[c][1] for c in range(lo, hi + 1) if row[c]})
+            if digits:
+                tags.append(f"{major}:{letter}{''.join(digits)}")
+        out.append(tags)
+    return out
+
+
+def attention_tags(row: np.ndarray) -> list[str]:
+    """One attention row (weights over keys, averaged over questions): the top keys as `Attn:P{k}={pct}`."""
+    row = np.asarray(row, dtype=np.float64)
+    total = row.sum()
+    if total <= 0:
+        return []
+    order = np.argsort(-row, kind="stable")[:MAX_ATTN_TAGS]
+    tags = []
+    for key in order:
+        percent = row[key] / total * 100.0
+        if percent >= MIN_ATTN_PERCENT:
+            tags.append(f"Attn:P{int(key)}={percent:.0f}")
+    return tags
+
+
+def node_summaries(
+    failed: np.ndarray, wrong: np.ndarray, codes: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """From failed [N, Q] bool, wrong [N, Q, n+2] bool and the questions' class codes [Q]: failures per node
+    [N], answer positions wrong in some failed question [N, n+2], classes among the failed questions [N, C]."""
+    failed = np.asarray(failed, dtype=bool)
+    n_fail = failed.sum(axis=1)
+    wrong_any = (np.asarray(wrong, dtype=bool) & failed[:, :, None]).any(axis=1)
+    onehot = np.zeros((len(codes), complexity.N_CLASSES), dtype=np.int64)
+    known = codes >= 0
+    onehot[np.flatnonzero(known), codes[known]] = 1
+    class_hit = (failed.astype(np.int64) @ onehot) > 0
+    return n_fail, wrong_any, class_hit
+
+
+def behavior_records(
+    nodes: list[Node],
+    failed: np.ndarray,
+    wrong: np.ndarray,
+    codes: np.ndarray,
+    attention: np.ndarray,
+    layout: Layout,
+    pure_add: bool,
+) -> list[dict]:
+    """The `<name>_behavior.json` records: the useful nodes (some failure) with their tags, sorted.
+
+    `attention` [layers, heads, P, P]: attention patterns averaged over the questions."""
+    n_questions = failed.shape[1]
+    if n_questions == 0:
+        return []
+    n_fail, wrong_any, class_hit = node_summaries(failed, wrong, codes)
+    impact = impact_tags(wrong_any, layout, pure_add)
+    maths = math_tags(class_hit)
+    records = []
+    for i in sorted(range(len(nodes)), key=lambda i: nodes[i]):
+        if n_fail[i] == 0:
+            continue
+        node = nodes[i]
+        tags = [fail_tag(int(n_fail[i]), n_questions), impact[i], *maths[i]]
+        if node.is_head:
+            tags += attention_tags(attention[node.layer, node.num, node.position])
+        records.append(node.record(tags))
+    return records
