@@ -8,7 +8,19 @@ single-process path (`verify_in_process`), the reference the distributed result 
 Each task gets only (block index, a small TaskSpec): it generates its questions from (suite, block index),
 loads the model once per worker process (cached by path + sha256), scores, and writes its own rows, then its
 done flag.
-A killed worker's task is simply run again (same bytes); a restarted driver skips done blocks.
+A killed worker's task is simply run again (same bytes); a restarted driver skips done blocks. A worker lost
+while the cluster starts is survived too (hpc.cluster: the local cluster is started again, the worker plugin
+is given to workers as they start and its broadcast retried elsewhere).
+
+A damaged store never yields a verdict (hpc.store): when the driver opens the store and again in the
+reduction, every done block is checked (its chunks exist and decode, its question counts are the block's,
+failed <= tested, ...); blocks that fail are redone, with one line on stderr. A corrupt `done` flag counts as
+"not done" (the block is redone: the true result, no error). Damaged metadata is one error line asking for
+`--fresh`, which repairs it and starts the suite again.
+
+Before any work, `--out`'s folder and the store's folder must be writable (one error line otherwise). The
+report goes into `<name>_accuracy.json` under its suite's key, keeping the other suites' reports
+(analysis.accuracy). Progress: a bar on a terminal, a plain line per ~10% in a log (arith.progress).
 """
 
 from __future__ import annotations
