@@ -213,7 +213,10 @@ def ablated_logits(
     # causal mask of queries p.. over keys 0..P-1
     qpos = torch.arange(p, P, device=x.device)[:, None]
     allowed = torch.arange(P, device=x.device)[None, :] <= qpos  # [S, P]
-    for lyr in range(L + 1, len(model.blocks)):
+    first = layout.predict_slice.start
+    lo = max(first, p)  # the answer-predicting positions the ablation can change
+    last = len(model.blocks) - 1
+    for lyr in range(L + 1, last + 1):
         blk = model.blocks[lyr]
         q, k_new, v_new = _qkv(blk, blk.ln1(x))  # [GB, H, S, dh]
         if p:
@@ -222,13 +225,14 @@ def ablated_logits(
             k_all, v_all = torch.cat([k_old, k_new], dim=2), torch.cat([v_old, v_new], dim=2)
         else:
             k_all, v_all = k_new, v_new
+        if lyr == last:  # nothing reads the last layer's other positions: queries from `lo` only
+            x, q, allowed = x[:, lo - p :], q[:, :, lo - p :], allowed[lo - p :]
+            p = lo
         z = F.scaled_dot_product_attention(q, k_all, v_all, attn_mask=allowed).transpose(1, 2)
         x = x + _out(blk, z.contiguous())
         x = x + _mlp_out(blk, _mlp_post(blk, blk.ln2(x)))
-    # logits: answer-predicting positions at or after p from the ablated rows, earlier ones are clean
-    first = layout.predict_slice.start
+    # logits: answer-predicting positions at or after `lo` from the ablated rows, earlier ones are clean
     out = clean.logits.unsqueeze(0).repeat(G, 1, 1, 1)  # [G, B, n+2, V]
-    lo = max(first, p)
     if lo < P - 1:
         new = _unembed(model, x[:, lo - p : P - 1 - p]).view(G, B, -1, out.shape[-1])
         out[:, :, lo - first :] = new
