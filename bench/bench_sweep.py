@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             torch.set_num_threads(threads)
 
-    from hpc.launch import LaunchConfig
+    from hpc.launcher import LaunchConfig
 
     slots = LaunchConfig(cluster="local", folder=Path("x")).local_slots
     _emit("local_sweep_wall_s", local_wall, "s", slots=slots, **context)

@@ -4,14 +4,22 @@
 marks the run done; `fail_run` marks it failed with the first line of the error. Both are called by rank 0
 only. The artifact paths may be relative to the current directory or absolute: they are resolved here, so
 `varith train --out runs` and an absolute `--out` land the same manifest.
+
+The run state `varith status` shows (and the sweep's skip/retry decisions use): `resolve_runs` reads each
+run's marker first; a submitted or running slurm job is then judged by `hpc.scheduler.job_fate` (one squeue
+and at most one sacct call for all runs), a local or debug one by the processes its marker names. A crash
+never shows as a hang. States: pending, running, done, failed, stale (marked done but its artifacts no longer
+match the manifest).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict
+import socket
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from hpc import markers
+from hpc import markers, scheduler
 
 
 def error_line(exc: BaseException) -> str:
@@ -34,3 +42,127 @@ def finish_run(run_dir: str | Path, result, cfg, **meta) -> None:
 
 def fail_run(run_dir: str | Path, reason: BaseException | str) -> None:
     markers.mark_failed(run_dir, reason if isinstance(reason, str) else error_line(reason))
+
+
+# ------------------------------------------------------------------------------------------------ status
+
+
+@dataclass(frozen=True)
+class RunStatus:
+    """What `varith status` shows for one run."""
+
+    name: str
+    state: str  # pending | running | done | failed | stale
+    job_id: str | None
+    step: int | None
+    steps: int | None
+    loss: float | None
+    log: str | None
+    detail: str | None
+    attempts: int
+    cluster: str | None
+
+
+def resolve(
+    run_dir: str | Path,
+    queue: Mapping[str, scheduler.QueueEntry] | None,
+    acct: Mapping[str, str] | None,
+) -> RunStatus:
+    """The effective state of one run: its marker first, then (for a submitted or running slurm job) the
+    scheduler's `job_fate`, or (local, debug) the processes the marker names.
+
+    queue: squeue entries by job id (None: squeue unavailable); acct: sacct states by job id (None: no
+    accounting).
+    """
+    run_dir = Path(run_dir)
+    m = markers.read_marker(run_dir)
+    progress = markers.read_progress(run_dir) or {}
+    step, steps, loss = progress.get("step"), progress.get("steps"), progress.get("loss")
+    if m is None:
+        problem = markers.artifacts_problem(run_dir)
+        state = "done" if problem is None else "stale"
+        return RunStatus(run_dir.name, state, None, step, steps, loss, None, problem, 0, None)
+
+    state, detail = m.state, m.error
+    if m.state == "done":
+        if m.steps_done is not None:
+            step = m.steps_done
+            steps = steps or m.steps_done
+        loss = m.final_loss if m.final_loss is not None else loss
+        problem = markers.artifacts_problem(run_dir)
+        if problem is not None:
+            state, detail = "stale", problem
+    elif m.state in ("submitted", "running"):
+        if m.cluster == "slurm":
+            state, detail = _slurm_state(m, queue, acct, run_dir)
+        else:
+            state, detail = _process_state(m)
+    return RunStatus(run_dir.name, state, m.job_id, step, steps, loss, m.stdout, detail, m.attempts, m.cluster)
+
+
+def _slurm_state(m: markers.Marker, queue, acct, run_dir: Path) -> tuple[str, str | None]:
+    """submitted/running marker of a slurm job -> pending | running | done | failed, with a reason."""
+    if not m.job_id:
+        return ("pending", "being submitted")
+    pkl = scheduler.result_path_for_log(m.stdout)
+    fate = scheduler.job_fate(m.job_id, queue, acct, scheduler.read_result(pkl) if pkl else None)
+    if fate.phase == "unknown":
+        return (m.state if m.state == "running" else "pending", "squeue unavailable: state from the marker only")
+    if fate.never_starts:
+        return ("pending", f"{fate.reason}: SLURM will never start it; scancel {m.job_id}")
+    if fate.phase in ("pending", "running"):
+        return (fate.phase, fate.reason)
+    # it ended one way or another, and did not mark its run done: unless it did so since the first look
+    latest = markers.read_marker(run_dir)
+    if latest is not None and latest.state in ("done", "failed"):
+        ok = markers.artifacts_ok(run_dir) or latest.state == "failed"
+        return (latest.state if ok else "stale", latest.error)
+    r = fate.result
+    why = None if r is None else (r.error if not r.ok else "job returned without marking the run done")
+    if fate.acct == "COMPLETED" and (r is None or r.ok):
+        return ("failed", "sacct: COMPLETED but the run was not marked done")
+    if fate.acct is not None:
+        return ("failed", f"sacct: {fate.acct}" + (f"; {why}" if why else ""))
+    return ("failed", f"not in squeue; {why}" if why else "not in squeue and no result (job crashed)")
+
+
+def _process_state(m: markers.Marker) -> tuple[str, str | None]:
+    """submitted/running marker of a local or debug job: the process recorded in the marker (or the local
+    job's controller, or the sweep driver)."""
+    here = socket.gethostname()
+    if m.host and m.host != here:
+        return (m.state if m.state == "running" else "pending", f"on {m.host}: cannot check from {here}")
+    if m.state == "running":
+        if scheduler.pid_alive(m.pid):
+            return ("running", None)
+        return ("failed", f"process {m.pid} is gone (crashed or killed)")
+    if m.cluster == "local" and m.job_id and m.job_id.isdigit():
+        if scheduler.pid_alive(int(m.job_id)):
+            return ("pending", "starting")
+        return ("failed", f"local job {m.job_id} is gone before it started")
+    if m.driver_host == here and m.driver_pid and not scheduler.pid_alive(m.driver_pid):
+        return ("failed", f"sweep driver {m.driver_pid} is gone before the job started")
+    return ("pending", "queued by the sweep driver")
+
+
+def resolve_runs(dirs: Sequence[str | Path]) -> list[RunStatus]:
+    """resolve() for each run dir, with one squeue and at most one sacct call for all of them."""
+    live_slurm = []
+    for d in dirs:
+        m = markers.read_marker(Path(d))
+        if m is not None and m.cluster == "slurm" and m.state in ("submitted", "running") and m.job_id:
+            live_slurm.append(m.job_id)
+    queue = scheduler.queue() if live_slurm else {}
+    gone = [j for j in live_slurm if queue is not None and j not in queue]
+    acct = scheduler.accounting(gone) if gone else {}
+    return [resolve(d, queue, acct) for d in dirs]
+
+
+def resolve_one(run_dir: str | Path) -> RunStatus:
+    """resolve() for one run, asking squeue/sacct only when its marker names a live slurm job."""
+    return resolve_runs([Path(run_dir)])[0]
+
+
+def collect(runs_dir: str | Path) -> list[RunStatus]:
+    """The status of every run under runs_dir (one squeue and at most one sacct call in all)."""
+    return resolve_runs(markers.run_dirs(Path(runs_dir)))

@@ -6,178 +6,21 @@ TIMEOUT...); a job that left the queue without marking its run done shows as fai
 accounting: no result, not in squeue). On the local and debug backends the process recorded in the marker is
 checked instead. A crash never shows as a hang.
 
-States shown: pending (queued or requeued), running, done, failed, stale (marked done but its artifacts no
-longer match the manifest). `--json` prints one JSON object per run instead of the table.
+The decision lives in hpc.runs (marker first, then hpc.scheduler.job_fate); this module parses the flags
+and formats the rows. States shown: pending (queued or requeued), running, done, failed, stale (marked done
+but its artifacts no longer match the manifest). `--json` prints one JSON object per run instead of the table.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import socket
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 from arith.errors import InputError
-from hpc import launch, markers
+from hpc.runs import RunStatus, collect
 
 HELP = "Show the state of every run under runs/ (markers first, then squeue/sacct)."
-
-
-@dataclass(frozen=True)
-class RunStatus:
-    name: str
-    state: str
-    job_id: str | None
-    step: int | None
-    steps: int | None
-    loss: float | None
-    log: str | None
-    detail: str | None
-    attempts: int
-    cluster: str | None
-
-
-def _pid_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # a zombie (exited, not yet reaped by its parent) is not alive
-    try:
-        with open(f"/proc/{int(pid)}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return True
-
-
-def _result_error(marker: markers.Marker) -> str | None:
-    """What submitit's result pickle says for a job that left the queue (None: no result pickle)."""
-    if not marker.stdout:
-        return None
-    out = Path(marker.stdout)
-    # <folder>/<job>_<task>_log.out -> <folder>/<job>_<task>_result.pkl
-    if not out.name.endswith("_log.out"):
-        return None
-    pkl = out.with_name(out.name[: -len("_log.out")] + "_result.pkl")
-    if not pkl.exists():
-        return None
-    try:
-        from submitit.core.utils import pickle_load
-
-        outcome, value = pickle_load(pkl)
-    except Exception:
-        return "unreadable result"
-    if outcome == "error":
-        lines = [ln for ln in str(value).splitlines() if ln.strip()]
-        return lines[-1].strip() if lines else "job raised"
-    return "job returned without marking the run done"
-
-
-def resolve(run_dir: Path, queue: dict[str, str] | None, acct: dict[str, str] | None) -> RunStatus:
-    """The effective state of one run from its marker, artifacts and the scheduler's answers.
-
-    queue: squeue states by job id (None: squeue unavailable); acct: sacct states by job id (None: no
-    accounting).
-    """
-    run_dir = Path(run_dir)
-    m = markers.read_marker(run_dir)
-    progress = markers.read_progress(run_dir) or {}
-    step, steps, loss = progress.get("step"), progress.get("steps"), progress.get("loss")
-    if m is None:
-        problem = markers.artifacts_problem(run_dir)
-        state = "done" if problem is None else "stale"
-        return RunStatus(run_dir.name, state, None, step, steps, loss, None, problem, 0, None)
-
-    state, detail = m.state, m.error
-    if m.state == "done":
-        if m.steps_done is not None:
-            step = m.steps_done
-            steps = steps or m.steps_done
-        loss = m.final_loss if m.final_loss is not None else loss
-        problem = markers.artifacts_problem(run_dir)
-        if problem is not None:
-            state, detail = "stale", problem
-    elif m.state in ("submitted", "running"):
-        state, detail = _live_state(m, queue, acct, run_dir)
-    return RunStatus(run_dir.name, state, m.job_id, step, steps, loss, m.stdout, detail, m.attempts, m.cluster)
-
-
-def _live_state(m: markers.Marker, queue, acct, run_dir: Path) -> tuple[str, str | None]:
-    """submitted/running marker -> pending | running | done | failed, with a reason."""
-    here = socket.gethostname()
-    if m.cluster == "slurm":
-        if not m.job_id:
-            return ("pending", "being submitted")
-        if queue is None:
-            return (
-                m.state if m.state == "running" else "pending",
-                "squeue unavailable: state from the marker only",
-            )
-        q = queue.get(m.job_id)
-        if q is not None:
-            if q in ("RUNNING", "COMPLETING"):
-                return ("running", None)
-            if q.startswith("PENDING:"):
-                return ("pending", f"{q.split(':', 1)[1]}: SLURM will never start it; scancel {m.job_id}")
-            return ("pending", q if q != "PENDING" else None)
-        a = (acct or {}).get(m.job_id)
-        # left the queue: finished one way or another, and the job did not mark its run done
-        latest = markers.read_marker(run_dir)  # it may have finished since we first read the marker
-        if latest is not None and latest.state in ("done", "failed"):
-            return (
-                latest.state if markers.artifacts_ok(run_dir) or latest.state == "failed" else "stale",
-                latest.error,
-            )
-        if a in launch.FAILED_STATES:
-            return ("failed", f"sacct: {a}" + (f"; {e}" if (e := _result_error(m)) else ""))
-        if a == "COMPLETED":
-            return ("failed", "sacct: COMPLETED but the run was not marked done")
-        if a is not None and a in launch.ACTIVE_STATES:
-            return ("running" if a == "RUNNING" else "pending", f"sacct: {a}")
-        err = _result_error(m)
-        return ("failed", f"not in squeue; {err}" if err else "not in squeue and no result (job crashed)")
-    # local / debug: the process recorded in the marker (or the local job's controller)
-    if m.host and m.host != here:
-        return (m.state if m.state == "running" else "pending", f"on {m.host}: cannot check from {here}")
-    if m.state == "running":
-        if _pid_alive(m.pid):
-            return ("running", None)
-        return ("failed", f"process {m.pid} is gone (crashed or killed)")
-    if m.cluster == "local" and m.job_id and m.job_id.isdigit():
-        if _pid_alive(int(m.job_id)):
-            return ("pending", "starting")
-        return ("failed", f"local job {m.job_id} is gone before it started")
-    if m.driver_host == here and m.driver_pid and not _pid_alive(m.driver_pid):
-        return ("failed", f"sweep driver {m.driver_pid} is gone before the job started")
-    return ("pending", "queued by the sweep driver")
-
-
-def resolve_one(run_dir: str | Path) -> RunStatus:
-    """resolve() for one run, asking squeue/sacct only when its marker names a live slurm job."""
-    return resolve_runs([Path(run_dir)])[0]
-
-
-def collect(runs_dir: str | Path) -> list[RunStatus]:
-    """The status of every run under runs_dir (one squeue and at most one sacct call in all)."""
-    return resolve_runs(markers.run_dirs(Path(runs_dir)))
-
-
-def resolve_runs(dirs: list[Path]) -> list[RunStatus]:
-    """resolve() for each run dir, with one squeue and at most one sacct call for all of them."""
-    live_slurm = []
-    for d in dirs:
-        m = markers.read_marker(d)
-        if m is not None and m.cluster == "slurm" and m.state in ("submitted", "running") and m.job_id:
-            live_slurm.append(m.job_id)
-    queue = launch.queue_states() if live_slurm else {}
-    gone = [j for j in live_slurm if queue is not None and j not in queue]
-    acct = launch.accounting_states(gone) if gone else {}
-    return [resolve(d, queue, acct) for d in dirs]
 
 
 def _fmt_loss(loss) -> str:

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from hpc import launch, markers
-from jobs import status as status_mod
+from hpc import launcher, markers, profile, scheduler
+from hpc import runs as run_state
 from jobs.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,7 +36,7 @@ pytestmark = [
 @pytest.fixture(scope="module", autouse=True)
 def controller():
     try:
-        launch.check_controller(timeout=15)
+        scheduler.check_controller(timeout=15)
     except Exception as exc:  # InputError with the reason
         pytest.skip(f"SLURM controller does not answer: {exc}")
 
@@ -106,14 +106,14 @@ def test_two_seed_sweep_lands_artifacts(tmp_path, capsys):
     array = {i.split("_")[0] for i in ids}
     assert len(array) == 1 and sorted(i.split("_")[1] for i in ids) == ["0", "1"]
     # the sweep returns once the results are written; SLURM closes the jobs a moment later
-    wait_for(lambda: launch.accounting_states(ids) == {i: "COMPLETED" for i in ids}, 60, "sacct COMPLETED")
+    wait_for(lambda: scheduler.accounting(ids) == {i: "COMPLETED" for i in ids}, 60, "sacct COMPLETED")
     # what was submitted is what --dry-run renders
     array_id = array.pop()
     submitted = (runs / ".submitit" / array_id / f"{array_id}_submission.sh").read_text()
-    cfg = launch.LaunchConfig(
-        cluster="slurm", folder=runs.absolute() / ".submitit" / "%j", slurm=launch.load_profile(CI_PROFILE)
+    cfg = launcher.LaunchConfig(
+        cluster="slurm", folder=runs.absolute() / ".submitit" / "%j", slurm=profile.load_slurm(CI_PROFILE)
     )
-    assert submitted == launch.render_sbatch(cfg, 2, job_name="varith_x2")
+    assert submitted == launcher.render_sbatch(cfg, 2, job_name="varith_x2")
     capsys.readouterr()
     assert sweep(runs, "--seeds", "123456", "654321", "--archs", ARCH) == 0
     assert "submitted" not in capsys.readouterr().out  # done runs are skipped
@@ -175,7 +175,7 @@ def test_preempted_job_requeues_resumes_and_matches_uninterrupted(tmp_path):
     got = load(runs, name)
     for k in ref:
         assert torch.equal(got[k], ref[k]), k  # bit-identical to an uninterrupted run
-    assert status_mod.collect(runs)[0].state == "done"
+    assert run_state.collect(runs)[0].state == "done"
 
 
 def test_crashed_job_is_reported_failed(tmp_path):
@@ -225,7 +225,7 @@ def test_crashed_job_is_reported_failed(tmp_path):
     )
     row = json.loads(r.stdout.splitlines()[0])
     assert row["state"] == "failed" and row["job_id"] == m.job_id, row
-    assert launch.accounting_states([m.job_id])[m.job_id] in launch.FAILED_STATES
+    assert scheduler.accounting([m.job_id])[m.job_id] in scheduler.FAILED_STATES
 
 
 def test_unreachable_controller_exit_2_nothing_submitted(tmp_path, monkeypatch, capsys):
@@ -235,7 +235,7 @@ def test_unreachable_controller_exit_2_nothing_submitted(tmp_path, monkeypatch, 
     bad = tmp_path / "slurm.conf"
     bad.write_text(f"SlurmctldPort=6999\n{conf.read_text()}")  # nobody listens there
     bad.write_text("\n".join(ln for ln in bad.read_text().splitlines() if not ln.startswith("Include")))
-    before = launch.queue_states()
+    before = scheduler.queue()
     monkeypatch.setenv("SLURM_CONF", str(bad))
     runs = tmp_path / "runs"
     assert sweep(runs, "--seeds", "123456", "--archs", ARCH) == 2
@@ -243,7 +243,7 @@ def test_unreachable_controller_exit_2_nothing_submitted(tmp_path, monkeypatch, 
     assert err.count("\n") == 1 and "SLURM controller not reachable" in err, err
     assert not runs.exists()
     monkeypatch.delenv("SLURM_CONF")
-    assert before is None or launch.queue_states() == before
+    assert before is None or scheduler.queue() == before
 
 
 def test_job_slurm_will_never_start_is_cancelled_not_waited_for(tmp_path, capsys):
@@ -254,4 +254,4 @@ def test_job_slurm_will_never_start_is_cancelled_not_waited_for(tmp_path, capsys
     m = markers.read_marker(runs / name)
     assert m.state == "failed" and m.attempts == 1, m  # not retried: the same request would wait again
     assert m.error.startswith(f"slurm will never start job {m.job_id} (")
-    assert launch.queue_states([m.job_id]) == {}
+    assert scheduler.queue([m.job_id]) == {}

@@ -14,8 +14,10 @@ from pathlib import Path
 import pytest
 
 from arith.errors import InputError
-from hpc import launch, markers
-from jobs import status as status_mod
+from hpc import launcher, markers, profile
+from hpc import runs as run_state
+from hpc.launcher import LaunchConfig, Launcher, Task
+from hpc.scheduler import QueueEntry
 from jobs.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,8 +36,8 @@ def marker(runs: Path, name: str) -> markers.Marker:
     return m
 
 
-def statuses(runs: Path) -> dict[str, status_mod.RunStatus]:
-    return {s.name: s for s in status_mod.collect(runs)}
+def statuses(runs: Path) -> dict[str, run_state.RunStatus]:
+    return {s.name: s for s in run_state.collect(runs)}
 
 
 # ------------------------------------------------------------------------------------------------ local
@@ -81,12 +83,12 @@ def test_local_launcher_caps_concurrency(tmp_path):
         "import sys, time, pathlib; p = pathlib.Path(sys.argv[1]); t0 = time.time(); time.sleep(1.5); "
         "p.write_text(f'{t0} {time.time()}')"
     )
-    cfg = launch.LaunchConfig(cluster="local", folder=tmp_path / "sub" / "%j", max_parallel=2)
+    cfg = LaunchConfig(cluster="local", folder=tmp_path / "sub" / "%j", max_parallel=2)
     tasks = [
-        launch.Task(f"t{i}", submitit.helpers.CommandFunction([sys.executable, "-c", code, str(stamps / f"{i}")]))
+        Task(f"t{i}", submitit.helpers.CommandFunction([sys.executable, "-c", code, str(stamps / f"{i}")]))
         for i in range(4)
     ]
-    launcher = launch.Launcher(cfg)
+    launcher = Launcher(cfg)
     launcher.submit(tasks)
     assert sum(h.job is not None for h in launcher.handles.values()) == 2  # two started, two queued
     ended = []
@@ -98,9 +100,9 @@ def test_local_launcher_caps_concurrency(tmp_path):
 
 
 def test_local_slots_default_to_cores_over_job_size():
-    cfg = launch.LaunchConfig(cluster="local", folder=Path("x"), slurm=launch.SlurmSettings(tasks_per_node=2))
+    cfg = LaunchConfig(cluster="local", folder=Path("x"), slurm=profile.SlurmSettings(tasks_per_node=2))
     assert cfg.local_slots == max(1, (os.cpu_count() or 1) // 2)
-    assert launch.LaunchConfig(cluster="local", folder=Path("x"), max_parallel=3).local_slots == 3
+    assert LaunchConfig(cluster="local", folder=Path("x"), max_parallel=3).local_slots == 3
 
 
 # ------------------------------------------------------------------------------------------------ debug
@@ -204,7 +206,7 @@ def test_sweep_file(tmp_path, capsys):
         "[train]\nd_model = 32\nd_head = 8\n"
     )
     assert main(["sweep", "--file", str(f)]) == 0
-    assert {s.name: s.state for s in status_mod.collect(runs)} == {
+    assert {s.name: s.state for s in run_state.collect(runs)} == {
         f"{ARCH}_s066666": "done",
         f"{ARCH}_s666666": "done",
     }
@@ -233,9 +235,9 @@ def test_dry_run_renders_sbatch_and_submits_nothing(tmp_path, capsys):
         assert line in out, line
     assert f"-u -m submitit.core._submit {runs.absolute()}/.submitit/%j" in out
     # the text is submitit's own rendering of the executor's parameters
-    settings = launch.load_profile(PROFILES / "ci.toml")
-    cfg = launch.LaunchConfig(cluster="slurm", folder=runs.absolute() / ".submitit" / "%j", slurm=settings)
-    assert launch.render_sbatch(cfg, 2, job_name="varith_x2") in out
+    settings = profile.load_slurm(PROFILES / "ci.toml")
+    cfg = LaunchConfig(cluster="slurm", folder=runs.absolute() / ".submitit" / "%j", slurm=settings)
+    assert launcher.render_sbatch(cfg, 2, job_name="varith_x2") in out
 
 
 def test_dry_run_gpu_profile_and_overrides(tmp_path, capsys):
@@ -381,7 +383,7 @@ def test_no_sbatch_on_path(tmp_path, monkeypatch, capsys):
     args = ["--cluster", "slurm", "--seeds", "123456", "--archs", ARCH]
     assert sweep(runs, *args) == 2
     assert "sbatch not found" in capsys.readouterr().err
-    assert launch.resolve_cluster("auto") == "local"
+    assert launcher.resolve_cluster("auto") == "local"
 
 
 def test_cli_subprocess_bad_seed_one_line():
@@ -398,13 +400,13 @@ def test_cli_subprocess_bad_seed_one_line():
 
 
 def test_profile_values():
-    assert launch.parse_time_min(90) == 90
-    assert launch.parse_time_min("90") == 90
-    assert launch.parse_time_min("01:30:00") == 90
-    assert launch.parse_time_min("1-00:00:00") == 1440
-    assert launch.parse_time_min("2-3") == 2 * 1440 + 180
-    assert launch.parse_mem_gb("16G") == 16 and launch.parse_mem_gb("512M") == 0.5 and launch.parse_mem_gb(2) == 2
-    s = launch.profile_from_dict(
+    assert profile.parse_time_min(90) == 90
+    assert profile.parse_time_min("90") == 90
+    assert profile.parse_time_min("01:30:00") == 90
+    assert profile.parse_time_min("1-00:00:00") == 1440
+    assert profile.parse_time_min("2-3") == 2 * 1440 + 180
+    assert profile.parse_mem_gb("16G") == 16 and profile.parse_mem_gb("512M") == 0.5 and profile.parse_mem_gb(2) == 2
+    s = profile.slurm_from_dict(
         {
             "partition": "p",
             "time": "00:05:00",
@@ -415,16 +417,13 @@ def test_profile_values():
         }
     )
     assert s.ntasks_per_node == 2 and s.time_min == 5
-    params = s.sbatch_parameters("j", dependency="afterok:1")
-    assert params["mem"] == "512MB" and params["gpus_per_node"] == 2
-    assert params["additional_parameters"] == {
-        "mail-type": "END",
-        "exclusive": True,
-        "dependency": "afterok:1",
-        "kill-on-invalid-dep": "yes",
-    }
+    assert s.extra_options == {"mail-type": "END", "exclusive": True}
+    text = launcher.render_sbatch(LaunchConfig("slurm", Path("/r/%j"), s), 1, dependency="afterok:1", job_name="j")
+    for line in ("--mem=512MB", "--gpus-per-node=2", "--mail-type=END", "--exclusive", "--dependency=afterok:1"):
+        assert f"#SBATCH {line}\n" in text, line
+    assert "#SBATCH --kill-on-invalid-dep=yes" in text
     with pytest.raises(InputError, match="long form"):
-        launch.profile_from_dict(
+        profile.slurm_from_dict(
             {
                 "partition": "p",
                 "time": 5,
@@ -435,19 +434,21 @@ def test_profile_values():
             }
         )
     with pytest.raises(InputError, match="one task per GPU"):
-        launch.SlurmSettings(gpus_per_node=2, tasks_per_node=3)
-    assert launch.override_settings(s, mem="2G", extra_sbatch=["--qos=x"]).extra_sbatch[-1] == "--qos=x"
+        profile.SlurmSettings(gpus_per_node=2, tasks_per_node=3)
+    assert (
+        profile.override_settings(s, {"mem": "2G", "extra_sbatch": ["--qos=x"]}, "flags").extra_sbatch[-1] == "--qos=x"
+    )
 
 
 def test_slurm_groups_put_dependents_after():
     tasks = [
-        launch.Task("a", print),
-        launch.Task("b", print),
-        launch.Task("x", print, after=("a",)),
-        launch.Task("y", print, after=("a",)),
-        launch.Task("z", print, after=("b", "elsewhere"), after_jobs=("77",)),
+        Task("a", print),
+        Task("b", print),
+        Task("x", print, after=("a",)),
+        Task("y", print, after=("a",)),
+        Task("z", print, after=("b", "elsewhere"), after_jobs=("77",)),
     ]
-    groups = [([t.key for t in g], keys, jobs) for g, keys, jobs in launch.slurm_groups(tasks)]
+    groups = [([t.key for t in g.tasks], g.after, g.after_jobs) for g in launcher.slurm_groups(tasks)]
     assert groups == [(["a", "b"], (), ()), (["x", "y"], ("a",), ()), (["z"], ("b",), ("77",))]
 
 
@@ -485,30 +486,30 @@ def test_status_never_shows_a_crash_as_a_hang(tmp_path):
     run = runs / "add_d2_l1_h3_t40_s000002"
     markers.mark_submitted(run, "local")
     markers.mark_running(run, "1", "local", None, None)
-    assert status_mod.resolve(run, {}, {}).state == "running"
+    assert run_state.resolve(run, {}, {}).state == "running"
     markers.update_marker(run, pid=_dead_pid())
-    st = status_mod.resolve(run, {}, {})
+    st = run_state.resolve(run, {}, {})
     assert st.state == "failed" and "is gone" in st.detail
     # local: queued by a sweep driver that died
     run = runs / "add_d2_l1_h3_t40_s000003"
     markers.mark_submitted(run, "local")
-    assert status_mod.resolve(run, {}, {}).state == "pending"
+    assert run_state.resolve(run, {}, {}).state == "pending"
     markers.update_marker(run, driver_pid=_dead_pid())
-    assert status_mod.resolve(run, {}, {}).state == "failed"
+    assert run_state.resolve(run, {}, {}).state == "failed"
     # slurm: the queue and accounting decide
     run = runs / "add_d2_l1_h3_t40_s000004"
     markers.mark_submitted(run, "slurm")
     markers.set_job(run, "17_1", None, None)
-    assert status_mod.resolve(run, {"17_1": "PENDING"}, {}).state == "pending"
-    assert status_mod.resolve(run, {"17_1": "RUNNING"}, {}).state == "running"
-    st = status_mod.resolve(run, {"17_1": "PENDING:PartitionConfig"}, {})
+    assert run_state.resolve(run, {"17_1": QueueEntry("PENDING", "Resources")}, {}).state == "pending"
+    assert run_state.resolve(run, {"17_1": QueueEntry("RUNNING")}, {}).state == "running"
+    st = run_state.resolve(run, {"17_1": QueueEntry("PENDING", "PartitionConfig")}, {})
     assert st.state == "pending" and "will never start it; scancel 17_1" in st.detail
-    st = status_mod.resolve(run, {}, {"17_1": "FAILED"})
+    st = run_state.resolve(run, {}, {"17_1": "FAILED"})
     assert (st.state, st.detail) == ("failed", "sacct: FAILED")
-    assert status_mod.resolve(run, {}, {"17_1": "NODE_FAIL"}).state == "failed"
-    st = status_mod.resolve(run, {}, None)  # no accounting, not in squeue, no result pickle
+    assert run_state.resolve(run, {}, {"17_1": "NODE_FAIL"}).state == "failed"
+    st = run_state.resolve(run, {}, None)  # no accounting, not in squeue, no result pickle
     assert st.state == "failed" and "no result" in st.detail
-    st = status_mod.resolve(run, None, None)  # squeue itself unavailable: say so, from the marker
+    st = run_state.resolve(run, None, None)  # squeue itself unavailable: say so, from the marker
     assert st.state == "pending" and "squeue unavailable" in st.detail
 
 
@@ -526,5 +527,29 @@ def test_status_json_and_empty(tmp_path, capsys):
 def test_wait_does_not_spin_forever_on_debug(tmp_path):
     """A debug launcher with nothing to do returns at once."""
     t0 = time.time()
-    launch.Launcher(launch.LaunchConfig(cluster="debug", folder=tmp_path / "%j")).wait(poll_s=0.01)
+    Launcher(LaunchConfig(cluster="debug", folder=tmp_path / "%j")).wait(poll_s=0.01)
     assert time.time() - t0 < 1
+
+
+def test_render_sbatch_is_what_submitit_submits(tmp_path, monkeypatch):
+    """--dry-run's text against a real submission through submitit (stand-in sbatch), in a folder whose path
+    needs shell quoting."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    got = tmp_path / "got.sh"
+    (bin_dir / "sbatch").write_text(f'#!/bin/sh\ncat "$1" > "{got}"\necho "Submitted batch job 7"\n')
+    (bin_dir / "srun").write_text("#!/bin/sh\n")
+    for tool in ("sbatch", "srun"):
+        (bin_dir / tool).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    settings = profile.load_slurm(PROFILES / "example.toml")
+    cfg = LaunchConfig(cluster="slurm", folder=tmp_path / "my runs" / ".submitit" / "%j", slurm=settings)
+    for n in (1, 3):
+        ex = launcher.slurm_executor(cfg.folder, settings, "jn", "afterok:5")
+        if n == 1:
+            ex.submit(print)
+        else:
+            with ex.batch():
+                for _ in range(n):
+                    ex.submit(print)
+        assert got.read_text() == launcher.render_sbatch(cfg, n, dependency="afterok:5", job_name="jn")

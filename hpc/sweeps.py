@@ -1,0 +1,257 @@
+"""A sweep of training runs: the plan (one run per architecture and seed, plus the addition models ins* runs
+need), which runs to skip, the rounds of submission and retry, and the `--dry-run` rendering.
+
+`run_sweep(opts)` plans, skips runs that are done or active (hpc.runs), submits the rest through
+hpc.launcher, marks each run as its job ends, and resubmits failed runs up to `opts.retries` times (a run SLURM
+would never start is not resubmitted: the same request would wait again).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from arith.errors import InputError
+from arith.names import expand_arch
+from hpc import markers, runs, scheduler
+from hpc.launcher import Handle, LaunchConfig, Launcher, Task, afterok, render_sbatch, slurm_groups
+from jobs.train_task import RunSpec, TrainTask
+
+NEVER_STARTS_PREFIX = "slurm will never start"
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    spec: RunSpec
+    role: str  # "sweep": asked for; "insert": an addition model an ins* run needs
+
+
+@dataclass(frozen=True)
+class SweepRequest:
+    archs: tuple[str, ...]
+    seeds: tuple[int, ...]
+    runs_dir: Path
+    overrides: tuple[tuple[str, Any], ...] = ()
+    steps: int | None = None
+    threads: int = 1
+
+
+@dataclass(frozen=True)
+class SweepOptions:
+    request: SweepRequest
+    launch: LaunchConfig
+    retries: int
+    poll_s: float
+    dry_run: bool
+    force: bool
+    no_wait: bool
+
+
+@dataclass(frozen=True)
+class SweepOutcome:
+    rows: tuple[runs.RunStatus, ...]
+    seconds: float
+
+    @property
+    def all_done(self) -> bool:
+        return all(r.state == "done" for r in self.rows)
+
+
+def plan(req: SweepRequest) -> list[PlannedRun]:
+    """Every run of the sweep (addition models ins* runs need first), specs validated against TrainConfig."""
+    if not req.archs:
+        raise InputError("no architectures given (--archs or archs in the sweep file)")
+    if not req.seeds:
+        raise InputError("no seeds given (--seeds or seeds in the sweep file)")
+    runs_dir = str(req.runs_dir.absolute())
+    wanted: dict[str, str | None] = {}
+    for arch in req.archs:
+        for seed in req.seeds:
+            main, insert = expand_arch(arch, seed, req.steps)
+            wanted.setdefault(main.format(), insert.format() if insert else None)
+    inserts = [i for i in dict.fromkeys(v for v in wanted.values() if v) if i not in wanted]
+    out = [PlannedRun(RunSpec(n, runs_dir, req.overrides, None, req.threads), "insert") for n in inserts]
+    out += [PlannedRun(RunSpec(n, runs_dir, req.overrides, ins, req.threads), "sweep") for n, ins in wanted.items()]
+    for p in out:
+        try:
+            p.spec.train_config()
+        except InputError as exc:
+            raise InputError(f"{p.spec.name}: {exc}") from None
+    return out
+
+
+def _classify(planned: list[PlannedRun], force: bool) -> tuple[list[PlannedRun], dict[str, str]]:
+    """-> (runs to submit, {name: why skipped}) from the runs' markers, artifacts and the scheduler."""
+    states = runs.resolve_runs([p.spec.run_dir for p in planned])
+    todo, skipped = [], {}
+    for p, st in zip(planned, states, strict=True):
+        st = st if p.spec.run_dir.exists() else None
+        if st is not None and st.state in ("pending", "running"):
+            skipped[p.spec.name] = f"active ({st.state}, job {st.job_id})"
+        elif st is not None and st.state == "done" and not force:
+            skipped[p.spec.name] = "done"
+        elif p.role == "insert" and st is not None and st.state == "done":
+            skipped[p.spec.name] = "done (addition model; --force retrains only the sweep's own runs)"
+        else:
+            todo.append(p)
+    return todo, skipped
+
+
+def _tasks(todo: list[PlannedRun], skipped: dict[str, str]) -> list[Task]:
+    names = {p.spec.name for p in todo}
+    tasks = []
+    for p in todo:
+        after: tuple[str, ...] = ()
+        after_jobs: tuple[str, ...] = ()
+        ins = p.spec.insert
+        if ins is not None:
+            if ins in names:
+                after = (ins,)
+            elif skipped.get(ins, "").startswith("active"):
+                m = markers.read_marker(Path(p.spec.runs_dir) / ins)
+                after = (ins,)
+                if m is not None and m.cluster == "slurm" and m.job_id:
+                    after_jobs = (m.job_id,)
+        tasks.append(Task(p.spec.name, TrainTask(p.spec), after, after_jobs))
+    return tasks
+
+
+def dry_run_text(opts: SweepOptions, planned: list[PlannedRun], todo: list[PlannedRun], skipped: dict[str, str]) -> str:
+    """The plan and, on slurm, the sbatch script of each submission."""
+    lc = opts.launch
+    n_sweep = sum(p.role == "sweep" for p in planned)
+    lines = [
+        f"# varith sweep (dry run): {n_sweep} run(s) = {len(opts.request.archs)} arch(s) x "
+        f"{len(opts.request.seeds)} seed(s) on {lc.cluster}; {len(skipped)} skipped, {len(todo)} to submit"
+    ]
+    lines += [f"# skip {name}: {why}" for name, why in skipped.items()]
+    for p in todo:
+        extra = " (addition model, trained first)" if p.role == "insert" else ""
+        extra += f" (after {p.spec.insert})" if p.spec.insert and p.role == "sweep" else ""
+        lines.append(f"# run {p.spec.name}{extra}")
+    if lc.cluster == "slurm":
+        cap = lc.effective_slurm.array_parallelism
+        for g in slurm_groups(_tasks(todo, skipped)):
+            deps = [f"<job of {k}>" for k in g.after] + list(g.after_jobs)
+            n = len(g.tasks)
+            lines.append(
+                f"# sbatch: {n} job(s)"
+                + (f" as an array, at most {min(n, cap)} at once" if n > 1 else "")
+                + (f", after {', '.join(g.after + g.after_jobs)}" if deps else "")
+                + ": "
+                + " ".join(t.key for t in g.tasks)
+            )
+            lines.append(render_sbatch(lc, n, dependency=afterok(deps), job_name=g.job_name(lc.job_name)))
+    elif lc.cluster == "local":
+        lines.append(f"# local: at most {lc.local_slots} job(s) at once, {lc.slurm.ntasks_per_node} task(s) each")
+    else:
+        lines.append("# debug: runs one after another in this process")
+    return "\n".join(lines)
+
+
+def _submit_error(exc: BaseException, captured: str) -> str:
+    text = "\n".join(x for x in (captured, str(exc)) if x)
+    for line in text.splitlines():
+        if "error" in line.lower():
+            return line.strip()
+    return (text.strip().splitlines() or [type(exc).__name__])[-1].strip()
+
+
+def _run_round(
+    opts: SweepOptions, todo: list[PlannedRun], skipped: dict[str, str], planned: list[PlannedRun], clear: bool
+) -> Launcher:
+    lc = opts.launch
+    by_name = {p.spec.name: p for p in planned}
+    for p in todo:
+        if clear and p.role == "sweep":  # --force: train from scratch (a retry later resumes its checkpoints)
+            markers.clear_run(p.spec.run_dir)
+        markers.mark_submitted(p.spec.run_dir, lc.cluster)
+
+    def after_submit(h: Handle) -> None:
+        markers.set_job(by_name[h.key].spec.run_dir, h.job_id, h.stdout, h.stderr, h.submitted_at)
+        if lc.cluster != "debug":
+            print(f"submitted {h.key}: job {h.job_id}", flush=True)
+
+    def dep_state(key: str):
+        st = runs.resolve_one(Path(opts.request.runs_dir.absolute()) / key)
+        if st.state == "done":
+            return "ok"
+        return "failed" if st.state in ("failed", "stale") else "wait"
+
+    launcher = Launcher(lc, after_submit=after_submit, dep_state=dep_state)
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(captured):
+            launcher.submit(_tasks(todo, skipped))
+    except Exception as exc:  # sbatch refused (bad partition, account, ...): say so in one line
+        reason = _submit_error(exc, captured.getvalue())
+        for p in todo:
+            h = launcher.handles.get(p.spec.name)
+            if h is None or h.job_id is None:
+                markers.mark_failed(p.spec.run_dir, f"submission failed: {reason}")
+        raise InputError(f"submission failed: {reason}") from None
+    return launcher
+
+
+def _on_end(opts: SweepOptions, h: Handle) -> None:
+    run_dir = Path(opts.request.runs_dir.absolute()) / h.key
+    m = markers.read_marker(run_dir)
+    if m is not None and m.state == "done" and markers.artifacts_ok(run_dir):
+        loss = f", final loss {m.final_loss:.3g}" if m.final_loss is not None else ""
+        print(f"done {h.key} ({m.steps_done} steps{loss})", flush=True)
+        return
+    reason = (
+        (m.error if m is not None and m.state == "failed" and m.error else None)
+        or h.error()
+        or "job ended without marking the run done"
+    )
+    if m is None or m.state != "failed":
+        markers.mark_failed(run_dir, reason)
+    log = f" (log {h.stdout})" if h.stdout else ""
+    print(f"failed {h.key}: {reason}{log}", flush=True)
+
+
+def _never_starts(p: PlannedRun) -> bool:
+    m = markers.read_marker(p.spec.run_dir)
+    return m is not None and m.state == "failed" and (m.error or "").startswith(NEVER_STARTS_PREFIX)
+
+
+def run_sweep(opts: SweepOptions) -> SweepOutcome | None:
+    """Run the sweep to its end (None: a dry run, or --no-wait once submitted)."""
+    planned = plan(opts.request)
+    todo, skipped = _classify(planned, opts.force)
+    if opts.dry_run:
+        print(dry_run_text(opts, planned, todo, skipped))
+        return None
+    lc = opts.launch
+    if lc.cluster == "slurm" and todo:
+        scheduler.check_controller()
+    for name, why in skipped.items():
+        print(f"skip {name}: {why}")
+    attempt = 0
+    t0 = time.time()
+    while todo:
+        if attempt:
+            print(f"retry {attempt}/{opts.retries}: {' '.join(p.spec.name for p in todo)}", flush=True)
+        launcher = _run_round(opts, todo, skipped, planned, clear=opts.force and attempt == 0)
+        if opts.no_wait:
+            print(f"{len(todo)} run(s) submitted; `varith status --runs-dir {opts.request.runs_dir}` follows")
+            return None
+        try:
+            launcher.wait(on_end=lambda h: _on_end(opts, h), poll_s=opts.poll_s)
+        except KeyboardInterrupt:
+            if lc.cluster == "slurm":
+                print("interrupted: the jobs keep running; `varith status` follows them", file=sys.stderr)
+            raise
+        todo, skipped = _classify(planned, force=False)
+        todo = [p for p in todo if not _never_starts(p)]  # the same request would be refused again
+        if not todo or attempt >= opts.retries:
+            break
+        attempt += 1
+    rows = runs.resolve_runs([p.spec.run_dir for p in planned])
+    return SweepOutcome(tuple(rows), time.time() - t0)
