@@ -72,6 +72,19 @@ PROFILE_OPTIONAL = (
     "extra_sbatch",
     "setup",
 )
+# the settings `varith sweep` also takes as flags (--partition, --time, ...) -> help
+SLURM_FLAG_HELP = {
+    "partition": "SLURM partition",
+    "account": "SLURM account to charge",
+    "qos": "SLURM quality of service",
+    "time": "wall time per job, e.g. 90, 1:30:00 or 2-00:00:00 (minutes or SLURM's forms)",
+    "mem": "memory per node, e.g. 16G or 4000M",
+    "cpus_per_task": "CPU cores per task (also torch's threads per task)",
+    "gpus_per_node": "GPUs per node (one task per GPU)",
+    "tasks_per_node": "tasks per node (DDP ranks; defaults to gpus_per_node when GPUs are asked for)",
+    "nodes": "nodes per job",
+    "max_num_timeout": "requeues after a time-out or preemption before the run counts as failed",
+}
 
 
 @dataclass(frozen=True)

@@ -20,9 +20,22 @@ from arith.errors import InputError
 from arith.names import expand_arch
 from hpc import markers, runs, scheduler
 from hpc.launcher import Handle, LaunchConfig, Launcher, Task, afterok, render_sbatch, slurm_groups
+from hpc.profile import check_keys, read_toml
 from jobs.train_task import RunSpec, TrainTask
 
 NEVER_STARTS_PREFIX = "slurm will never start"
+SWEEP_FILE_KEYS = (
+    "seeds",
+    "archs",
+    "cluster",
+    "profile",
+    "runs_dir",
+    "retries",
+    "max_parallel",
+    "steps",
+    "train",
+    "slurm",
+)
 
 
 @dataclass(frozen=True)
@@ -60,6 +73,14 @@ class SweepOutcome:
     @property
     def all_done(self) -> bool:
         return all(r.state == "done" for r in self.rows)
+
+
+def read_sweep_file(path: str | Path) -> tuple[dict[str, Any], Path]:
+    """A sweep file's table (unknown keys refused) and the folder its relative paths start from."""
+    p = Path(path)
+    data = read_toml(p, "sweep file")
+    check_keys(data, SWEEP_FILE_KEYS, f"sweep file {p}")
+    return data, p.parent
 
 
 def plan(req: SweepRequest) -> list[PlannedRun]:

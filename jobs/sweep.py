@@ -26,28 +26,15 @@ from pathlib import Path
 from arith.errors import InputError
 from arith.names import parse_seed
 from hpc.launcher import BACKENDS, LaunchConfig, resolve_cluster
-from hpc.profile import check_keys, read_toml, resolve_slurm
-from hpc.sweeps import SweepOptions, SweepRequest, run_sweep
+from hpc.profile import SLURM_FLAG_HELP, check_keys, resolve_slurm
+from hpc.sweeps import SweepOptions, SweepRequest, read_sweep_file, run_sweep
 from jobs.status import format_table
 from jobs.train import add_train_flags
 from jobs.train_task import TRAIN_OVERRIDES
 
 HELP = "Train one run per (architecture, seed) on SLURM, locally or in-process; skip done runs, retry failed."
 
-# SLURM flags (profile keys) -> help
-_SLURM_HELP = {
-    "partition": "SLURM partition",
-    "account": "SLURM account to charge",
-    "qos": "SLURM quality of service",
-    "time": "wall time per job, e.g. 90, 1:30:00 or 2-00:00:00 (minutes or SLURM's forms)",
-    "mem": "memory per node, e.g. 16G or 4000M",
-    "cpus_per_task": "CPU cores per task (also torch's threads per task)",
-    "gpus_per_node": "GPUs per node (one task per GPU)",
-    "tasks_per_node": "tasks per node (DDP ranks; defaults to gpus_per_node when GPUs are asked for)",
-    "nodes": "nodes per job",
-    "max_num_timeout": "requeues after a time-out or preemption before the run counts as failed",
-}
-_SLURM_FLAGS = tuple(_SLURM_HELP)
+_SLURM_FLAGS = tuple(SLURM_FLAG_HELP)
 
 
 def _split_words(values) -> list[str]:
@@ -92,7 +79,7 @@ def add_arguments(parser) -> None:
             "--" + name.replace("_", "-"),
             default=None,
             type=str if name in ("partition", "account", "qos", "time", "mem") else int,
-            help=_SLURM_HELP[name],
+            help=SLURM_FLAG_HELP[name],
         )
     s.add_argument(
         "--sbatch",
@@ -110,27 +97,8 @@ def add_arguments(parser) -> None:
     )
 
 
-def _load_sweep_file(path: str) -> tuple[dict, Path]:
-    p = Path(path)
-    data = read_toml(p, "sweep file")
-    known = {
-        "seeds",
-        "archs",
-        "cluster",
-        "profile",
-        "runs_dir",
-        "retries",
-        "max_parallel",
-        "steps",
-        "train",
-        "slurm",
-    }
-    check_keys(data, known, f"sweep file {p}")
-    return data, p.parent
-
-
 def options_from_args(args) -> SweepOptions:
-    data, base = _load_sweep_file(args.file) if args.file else ({}, Path("."))
+    data, base = read_sweep_file(args.file) if args.file else ({}, Path("."))
 
     seeds_raw = _split_words(args.seeds) if args.seeds else [str(s) for s in data.get("seeds", [])]
     seeds = tuple(dict.fromkeys(parse_seed(s) for s in seeds_raw))
