@@ -30,3 +30,14 @@ def autocast(device: torch.device, precision: str = "fp32"):
     if precision == "fp32":
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+def check_device_name(name: str) -> None:
+    """InputError unless `name` is "auto" or a device torch can name (cpu, cuda, cuda:1, ...); the device need
+    not exist here (a driver without a GPU may send work to GPU workers)."""
+    if name == "auto":
+        return
+    try:
+        torch.device(name)
+    except RuntimeError:
+        raise InputError(f"unknown device {name!r}") from None

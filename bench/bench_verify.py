@@ -104,17 +104,17 @@ def _dask(weights: Path, suite: RandomSuite, workers: int, store: Path) -> tuple
     """(start-up s, run s, counts) through a fresh LocalCluster of `workers` single-threaded processes."""
     from arith.weights import model_info
     from hpc.cluster import ClusterSpec, open_cluster
-    from hpc.store import make_fingerprint, prepare_suite
-    from jobs.verify import TaskSpec, verify_distributed
+    from hpc.verification import VerifyWork, verify_distributed
+    from hpc.verify_store import make_fingerprint, prepare_suite
 
     shape, _n, _cfg = model_info(weights)
     sha = sha256_file(weights)
     fp = make_fingerprint(sha, suite.fingerprint(), "reference", "fp32", 16)
     handle = prepare_suite(store, suite.name, fp, suite.n_blocks, suite.n_digits, 16, fresh=True)
-    spec = TaskSpec(str(weights.resolve()), sha, shape, suite, handle)
+    spec = VerifyWork(str(weights.resolve()), sha, shape, suite, handle)
     t0 = time.perf_counter()
     with open_cluster(
-        ClusterSpec(kind="local", workers=workers, torch_threads=1, use_gpus=False, preload=("jobs.verify",))
+        ClusterSpec(kind="local", workers=workers, torch_threads=1, use_gpus=False, preload=("hpc.verification",))
     ) as cluster:
         cluster.client.wait_for_workers(workers)
         startup = time.perf_counter() - t0

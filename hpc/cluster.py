@@ -7,9 +7,9 @@
   GPU, each seeing only its GPU (as cuda:0) through `CUDA_VISIBLE_DEVICES`, with a `GPU=1` resource; on CPU
   `min(2, cores)` workers. Torch threads are set inside each worker process by a `WorkerPlugin`.
 - `scheduler`: join `tcp://HOST:PORT`; an unreachable address is one InputError line after `connect_timeout`.
-- `slurm`: a dask-jobqueue `SLURMCluster` from a profile TOML: the `[slurm]` table that `hpc.launch` reads
+- `slurm`: a dask-jobqueue `SLURMCluster` from a profile TOML: the `[slurm]` table that `hpc.profile` reads
   (partition, account, qos, time, mem, cpus_per_task, gpus_per_node, extra_sbatch, setup) plus an optional
-  `[dask]` table (see `DASK_KEYS` and hpc/profiles/dask_example.toml). GPU jobs hold one GPU and one worker
+  `[dask]` table (`hpc.profile.DaskProfile`, hpc/profiles/dask_example.toml). GPU jobs hold one GPU and one worker
   process each (`--gres=gpu:1`, worker `--resources GPU=1`); CPU jobs run `processes` single-threaded workers.
   Workers get `--lifetime`/`--lifetime-stagger` so they retire, and the adaptive cluster replaces them, before
   the walltime can kill a block mid-way: lifetime + stagger + margin = walltime. `job_script(spec)` renders
@@ -24,36 +24,16 @@ import logging
 import math
 import os
 import shutil
-import tomllib
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from distributed import WorkerPlugin
 
 from arith.errors import InputError
+from hpc.profile import DaskProfile
 
 CLUSTER_KINDS = ("local", "slurm", "scheduler")
 PLUGIN_NAME = "varith-torch-setup"
-
-# [dask] keys of a profile TOML and their defaults
-DASK_DEFAULTS: dict[str, Any] = {
-    "max_jobs": 16,  # upper bound on worker jobs (fewer when there are fewer blocks)
-    "adapt": True,  # adapt(1..jobs): workers that retire at --lifetime are replaced
-    "processes": None,  # CPU jobs: worker processes per job (default cpus_per_task, one thread each)
-    "lifetime_margin": None,  # time kept free at the end of the walltime for the last block (10%, 2-15 min)
-    "lifetime_stagger": None,  # +/- spread of the retirement times (default 5%, 1-5 min)
-    "interface": None,  # network interface for workers and scheduler, e.g. "ib0"
-    "scheduler_host": None,  # address the scheduler binds to (instead of the interface)
-    "death_timeout": 60,  # seconds a worker waits for an unreachable scheduler
-    "local_directory": None,  # worker scratch space, e.g. "$TMPDIR"
-    "log_directory": None,  # where the worker jobs' stdout/stderr go
-    "job_name": "varith-dask",
-    "python": None,  # interpreter on the compute nodes (default: this one)
-    "dashboard_address": ":8787",  # the scheduler's dashboard (a busy port falls back to a random one)
-}
-DASK_KEYS = tuple(DASK_DEFAULTS)
-
 
 @dataclass(frozen=True)
 class ClusterSpec:
@@ -205,77 +185,12 @@ def register_plugin(client, plugin: WorkerPlugin, attempts: int = 8, pause: floa
 # ------------------------------------------------------------------------------------------------ profiles
 
 
-def _minutes(value: Any, what: str) -> float:
-    """Minutes from a number (minutes) or a duration like "10m", "90s", "1h"."""
-    if isinstance(value, bool):
-        raise InputError(f"{what}: expected minutes or a duration like '10m', got {value!r}")
-    if isinstance(value, int | float):
-        minutes = float(value)
-    else:
-        from dask.utils import parse_timedelta
+def _profile(path) -> tuple:
+    """(SlurmSettings, DaskProfile) of a profile TOML."""
+    from hpc.profile import load_profile
 
-        try:
-            minutes = parse_timedelta(str(value), default="m") / 60.0
-        except (ValueError, KeyError):
-            raise InputError(f"{what}: expected minutes or a duration like '10m', got {value!r}") from None
-    if minutes < 0:
-        raise InputError(f"{what}: must not be negative, got {value!r}")
-    return minutes
-
-
-@dataclass(frozen=True)
-class DaskProfile:
-    """The `[dask]` table of a profile, checked."""
-
-    max_jobs: int = 16
-    adapt: bool = True
-    processes: int | None = None
-    lifetime_margin: float | None = None  # minutes
-    lifetime_stagger: float | None = None  # minutes
-    interface: str | None = None
-    scheduler_host: str | None = None
-    death_timeout: int = 60
-    local_directory: str | None = None
-    log_directory: str | None = None
-    job_name: str = "varith-dask"
-    python: str | None = None
-    dashboard_address: str = ":8787"
-
-    @classmethod
-    def from_dict(cls, raw: dict, where: str) -> DaskProfile:
-        unknown = sorted(set(raw) - set(DASK_KEYS))
-        if unknown:
-            raise InputError(f"{where} [dask]: unknown key(s) {', '.join(unknown)} (known: {', '.join(DASK_KEYS)})")
-        kw: dict[str, Any] = {}
-        for key, value in raw.items():
-            if key in ("max_jobs", "processes", "death_timeout"):
-                if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                    raise InputError(f"{where} [dask]: {key} must be a positive whole number, got {value!r}")
-                kw[key] = value
-            elif key == "adapt":
-                if not isinstance(value, bool):
-                    raise InputError(f"{where} [dask]: adapt must be true or false, got {value!r}")
-                kw[key] = value
-            elif key in ("lifetime_margin", "lifetime_stagger"):
-                kw[key] = _minutes(value, f"{where} [dask] {key}")
-            else:
-                if not isinstance(value, str) or not value:
-                    raise InputError(f"{where} [dask]: {key} must be a non-empty string, got {value!r}")
-                kw[key] = value
-        return cls(**kw)
-
-
-def load_profile(path: str | Path):
-    """(SlurmSettings from [slurm], DaskProfile from [dask]) of a profile TOML."""
-    from hpc.launch import load_profile as load_slurm
-
-    path = Path(path)
-    settings = load_slurm(path)  # InputError for a missing file, bad TOML, missing/unknown [slurm] keys
-    data = tomllib.loads(path.read_text())
-    raw = data.get("dask", {})
-    if not isinstance(raw, dict):
-        raise InputError(f"profile {path}: [dask] must be a table")
-    return settings, DaskProfile.from_dict(raw, f"profile {path}")
+    prof = load_profile(path)
+    return prof.slurm, prof.dask
 
 
 def lifetimes(walltime_min: float, prof: DaskProfile) -> tuple[float, float]:
@@ -363,7 +278,7 @@ def job_script(spec: ClusterSpec) -> str:
 
     from dask_jobqueue import SLURMCluster
 
-    settings, prof = load_profile(spec.profile)
+    settings, prof = _profile(spec.profile)
     kw = slurm_cluster_kwargs(settings, prof)
 
     async def render() -> str:
@@ -381,7 +296,7 @@ def job_script(spec: ClusterSpec) -> str:
 
 
 def describe_slurm_plan(spec: ClusterSpec) -> str:
-    settings, prof = load_profile(spec.profile)
+    settings, prof = _profile(spec.profile)
     jobs = _slurm_jobs(settings, prof, spec.n_tasks)
     lifetime, stagger = lifetimes(settings.time_min, prof)
     how = f"adapt 1..{jobs} jobs" if prof.adapt else f"{jobs} jobs"
@@ -480,7 +395,7 @@ def open_cluster(spec: ClusterSpec):
     if spec.kind == "slurm":
         from dask_jobqueue import SLURMCluster
 
-        settings, prof = load_profile(spec.profile)
+        settings, prof = _profile(spec.profile)
         kw = slurm_cluster_kwargs(settings, prof)
         jobs = _slurm_jobs(settings, prof, spec.n_tasks)
         if shutil.which("sbatch") is None:

@@ -16,7 +16,7 @@ import difflib
 import re
 import tomllib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -142,11 +142,15 @@ class SlurmSettings:
 
 @dataclass(frozen=True)
 class Profile:
-    """A profile TOML: the `[slurm]` table as SlurmSettings and the `[dask]` table as it was written (read by
-    hpc.cluster.DaskProfile)."""
+    """A profile TOML: the `[slurm]` table as SlurmSettings and the `[dask]` table as written (`dask` parses it)."""
 
     slurm: SlurmSettings
     raw_dask: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    where: str = "profile"
+
+    @property
+    def dask(self) -> DaskProfile:
+        return DaskProfile.from_dict(dict(self.raw_dask), self.where)
 
 
 def parse_sbatch_line(line: str) -> tuple[str, str | bool]:
@@ -259,7 +263,9 @@ def load_profile(path: str | Path) -> Profile:
     if not isinstance(dask, dict):
         raise InputError(f"profile {path}: [dask] must be a table")
     raw = data["slurm"] if isinstance(data.get("slurm"), dict) else {k: v for k, v in data.items() if k != "dask"}
-    return Profile(slurm_from_dict(raw, str(path)), MappingProxyType(dict(dask)))
+    profile = Profile(slurm_from_dict(raw, str(path)), MappingProxyType(dict(dask)), f"profile {path}")
+    profile.dask  # noqa: B018 - checks the [dask] table now: one line for a bad key before anything starts
+    return profile
 
 
 def load_slurm(path: str | Path) -> SlurmSettings:
@@ -288,3 +294,67 @@ def resolve_slurm(
             raise InputError("sweep file: [slurm] must be a table")
         settings = override_settings(settings, table, "sweep file [slurm]")
     return override_settings(settings, flags, "command line")
+
+
+# ------------------------------------------------------------------------------------------------ dask
+
+
+def _minutes(value: Any, what: str) -> float:
+    """Minutes from a number (minutes) or a duration like "10m", "90s", "1h"."""
+    if isinstance(value, bool):
+        raise InputError(f"{what}: expected minutes or a duration like '10m', got {value!r}")
+    if isinstance(value, int | float):
+        minutes = float(value)
+    else:
+        from dask.utils import parse_timedelta
+
+        try:
+            minutes = parse_timedelta(str(value), default="m") / 60.0
+        except (ValueError, KeyError):
+            raise InputError(f"{what}: expected minutes or a duration like '10m', got {value!r}") from None
+    if minutes < 0:
+        raise InputError(f"{what}: must not be negative, got {value!r}")
+    return minutes
+
+
+@dataclass(frozen=True)
+class DaskProfile:
+    """The `[dask]` table of a profile, checked: worker jobs (max_jobs, adapt: workers that retire at their
+    lifetime are replaced; processes per CPU job), their lifetime (margin kept free at the end of the walltime,
+    stagger of the retirement times; minutes or "10m"), networking (interface, scheduler_host, death_timeout,
+    dashboard_address), folders (local_directory, log_directory), job_name and the compute nodes' python."""
+
+    max_jobs: int = 16
+    adapt: bool = True
+    processes: int | None = None
+    lifetime_margin: float | None = None  # minutes
+    lifetime_stagger: float | None = None  # minutes
+    interface: str | None = None
+    scheduler_host: str | None = None
+    death_timeout: int = 60
+    local_directory: str | None = None
+    log_directory: str | None = None
+    job_name: str = "varith-dask"
+    python: str | None = None
+    dashboard_address: str = ":8787"
+
+    @classmethod
+    def from_dict(cls, raw: dict, where: str) -> DaskProfile:
+        check_keys(raw, [f.name for f in fields(cls)], f"{where} [dask]")
+        kw: dict[str, Any] = {}
+        for key, value in raw.items():
+            if key in ("max_jobs", "processes", "death_timeout"):
+                if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                    raise InputError(f"{where} [dask]: {key} must be a positive whole number, got {value!r}")
+                kw[key] = value
+            elif key == "adapt":
+                if not isinstance(value, bool):
+                    raise InputError(f"{where} [dask]: adapt must be true or false, got {value!r}")
+                kw[key] = value
+            elif key in ("lifetime_margin", "lifetime_stagger"):
+                kw[key] = _minutes(value, f"{where} [dask] {key}")
+            else:
+                if not isinstance(value, str) or not value:
+                    raise InputError(f"{where} [dask]: {key} must be a non-empty string, got {value!r}")
+                kw[key] = value
+        return cls(**kw)

@@ -1,58 +1,41 @@
-"""Zarr layout of verification results: `runs/<name>/<name>.zarr/verify/<suite>/`.
+"""Zarr stores of block results: one owner for layout rules, done flags, fingerprints and validation.
 
-One row per block in every array, and one chunk per row (unsharded), so the task that scores block k owns
-whole chunks and no two writers ever touch the same object (hpc_stack.md 3.4):
-
-    tested      int64 [n_blocks, 4, 16]   questions per (ADD, SUB, NEG, MUL) x complexity class (+ UNKNOWN)
-    failed      int64 [n_blocks, 4, 16]
-    wrong_pos   int64 [n_blocks, n+2]     failed questions with a wrong token at each answer position
-    fail_x      uint8 [n_blocks, cap, n]  the first `cap` failing questions of the block (zero padded)
-    fail_y      uint8 [n_blocks, cap, n]
-    fail_op     uint8 [n_blocks, cap]
-    fail_pred   uint8 [n_blocks, cap, n+2] the model's answer tokens for them
-    n_fail_kept int64 [n_blocks]          how many of the `cap` rows are real
-    done        uint8 [n_blocks]          1 once the row above is complete: written AFTER the data
+A stage (verification, ablation, ...) keeps its results in groups of `runs/<name>/<name>.zarr/`, e.g.
+`verify/<suite>/` or `ablate/nodes/`. A `BlockGroup` is one such group whose arrays all have one row per block
+and one chunk per row (unsharded), so the task that computes block k owns whole chunks and no two writers ever
+touch the same object (hpc_stack.md 3.4). The layout of each stage (its arrays, the checks of a block's rows,
+the reduction) lives in a subclass beside its stage: `hpc.verify_store.SuiteStore`, `hpc.ablate_store`.
 
 Rules this module keeps:
-- The driver creates the groups, every array and the attributes before any task runs (`prepare_suite`); the
-  suite group's `fingerprint` attribute is written last, so a group without it was never handed to a task and
-  is simply rebuilt.
-- Tasks only write their own rows (`SuiteStore.write_block`), data first and the done flag last. The data
-  arrays are written with `write_empty_chunks=True` (layout 2), so every row a task wrote has a chunk file of
-  every data array, zeros included: a missing data chunk of a done block is damage, never "all zero". `done`
-  keeps zarr's default (a cleared flag deletes its chunk); a missing `done` chunk means "not done".
-- Every chunk is zstd-compressed with its checksum on, so a truncated or garbled chunk fails to decode
-  instead of reading back as other numbers.
-- Everything a task writes is a deterministic function of (weights, suite, block index), so a re-executed task
+- The driver creates the group, every array and the attributes before any task runs (`prepare_group`); the
+  group's `fingerprint` attribute is written last, so a group without it was never handed to a task and is
+  simply rebuilt.
+- Tasks only write their own rows (`BlockGroup.write_rows`), data first and the done flag last. The data arrays
+  are written with `write_empty_chunks=True`, so every row a task wrote has a chunk file of every data array,
+  zeros included: a missing data chunk of a done block is damage, never "all zero". `done` keeps zarr's default
+  (a cleared flag deletes its chunk); a missing `done` chunk means "not done".
+- Every chunk is zstd-compressed with its checksum on, so a truncated or garbled chunk fails to decode instead
+  of reading back as other numbers.
+- Everything a task writes is a deterministic function of its inputs and block index, so a re-executed task
   rewrites identical bytes and a restarted driver skips blocks whose done flag is set.
-- The fingerprint (weights sha256, suite settings incl. seed and block size, failure mode, precision, cap,
-  layout version) is compared on every open: a store made by other weights or settings is refused with one
-  line, unless the caller asks for a fresh start.
+- The fingerprint (what the numbers depend on: weights sha256, settings, layout version) is compared on every
+  open: a group made by other weights or settings is refused with one line, unless the caller asks for a fresh
+  start.
 - Metadata is consolidated once, by the driver, at the end (`consolidate`); the driver drops the consolidated
-  copy when it opens the store (it is a cache that would go stale mid-run, and nothing here reads it), and
-  readers mid-run and workers open without consolidated metadata.
+  copy when it opens the store (a cache that would go stale mid-run; nothing here reads it).
 
-A damaged store never yields a verdict. Per done block, before it counts (`SuiteStore.scan`):
-- every data chunk exists on disk and decodes;
-- `tested` holds exactly the block's questions, per operation (`expected_sizes`: the suite's block sizes,
-  the last block of an operation may be shorter), and nothing of the operations the block does not test;
-- 0 <= failed <= tested (elementwise), 0 <= wrong_pos <= the block's failed total,
-  n_fail_kept <= min(failed, cap) (and >= 1 when there are failures and cap > 0), the kept examples are
-  digits of the suite's operations and the padding rows are zero.
-A block that fails a check is not done: the driver clears its done flag, says so in one line on stderr
-("store ...: blocks 3, 7 failed their checks (...); redoing them") and runs it again. This happens when the
-driver opens an existing store (`prepare_suite`: damaged blocks go into `pending()`) and again in the
-reduction (`read_counts` raises `StoreDamage`, the driver redoes those blocks and reduces again).
-
-A corrupt `done` chunk (unreadable, or a value other than 0/1) is treated as "not done": the block is redone,
-which gives the true result; the user sees the one stderr line, not an error.
+A damaged store never yields a result. Per done block, before it counts (`BlockGroup.scan`): every data chunk
+exists on disk and decodes, and the stage's own checks of the block's rows hold (`check_rows`). A block that
+fails is not done: the driver clears its done flag, says so in one line on stderr ("store ...: blocks 3, 7
+failed their checks (...); redoing them") and runs it again. This happens when the driver opens an existing
+group (`prepare_group`) and again in the reduction (`scan` problems raise `StoreDamage`). A corrupt `done`
+chunk (unreadable, or a value other than 0/1) counts as "not done": the block is redone.
 
 Damaged metadata (a `zarr.json` that is not JSON, not a zarr v3 node of the expected kind, or an array whose
-shape, type, chunks or codecs differ from this layout's) is one InputError line naming the file and asking
-for `--fresh`. With `fresh=True` (`--fresh`) the driver repairs it: it rewrites a damaged root or `verify`
-group metadata file (only when the store folder holds nothing but `zarr.json` and `verify/`, i.e. it is a
-store we made), and removes this suite's group folder `verify/<suite>/` and builds it again. A suite group
-whose own `zarr.json` is missing lost its fingerprint and is rebuilt, like one never handed to a task.
+shape, type, chunks or codecs differ from the layout) is one InputError line naming the file and asking for
+`--fresh`. With `fresh=True` the driver repairs it: it rewrites a damaged root or stage group metadata file
+(the root only when the store folder holds nothing but what a varith store holds) and removes the group's
+folder and builds it again. A group whose own `zarr.json` is missing lost its fingerprint and is rebuilt.
 """
 
 from __future__ import annotations
@@ -65,21 +48,15 @@ import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import ClassVar, TextIO
 
 import numpy as np
 
 from arith.errors import InputError
-from arith.verify import N_CCOLS, N_QCLASSES, BlockCounts
 
-LAYOUT_VERSION = 2  # 2: data arrays written with write_empty_chunks=True, zstd with checksums
-VERIFY_GROUP = "verify"
-DATA_ARRAYS = ("tested", "failed", "wrong_pos", "fail_x", "fail_y", "fail_op", "fail_pred", "n_fail_kept")
-ALL_ARRAYS = (*DATA_ARRAYS, "done")
-# question-class rows of `tested`/`failed` per operation: ADD -> ADD; SUB -> SUB and NEG; MUL -> MUL
-OP_ROWS = ((0,), (1, 2), (3,))
-OP_WORDS = ("ADD", "SUB", "MUL")
+STAGE_GROUPS = ("verify", "ablate", "algo")  # the top-level groups a varith store may hold
 _META_KEYS = ("shape", "data_type", "chunk_grid", "chunk_key_encoding", "fill_value", "codecs")
+ArraySpecs = dict[str, tuple[tuple[int, ...], str]]  # name -> (shape, dtype); the first axis is the block
 
 
 class StoreDamage(InputError):
@@ -108,65 +85,6 @@ def describe_problems(problems: dict[int, str], limit: int = 10) -> str:
     return f"{word} {shown} failed their checks ({why})"
 
 
-@functools.lru_cache(maxsize=8)
-def expected_sizes(suite) -> np.ndarray:
-    """int64 [n_blocks, 3]: the questions block k of `suite` holds per operation (ADD, SUB, MUL).
-
-    Exhaustive and random suites cut each operation's questions into blocks of `block_size` (the last one of
-    an operation may be shorter, arith.verify); curated suites are generated (they are small).
-    """
-    from arith.questions import exhaustive_count
-    from arith.verify import ExhaustiveSuite, RandomSuite
-
-    sizes = np.zeros((suite.n_blocks, 3), dtype=np.int64)
-    if isinstance(suite, ExhaustiveSuite | RandomSuite):
-        per_op = exhaustive_count(suite.n_digits) if isinstance(suite, ExhaustiveSuite) else suite.n_questions
-        bpo = suite.blocks_per_op
-        for k in range(suite.n_blocks):
-            op, j = suite.ops[k // bpo], k % bpo
-            sizes[k, op] = min(suite.block_size, per_op - j * suite.block_size)
-        return sizes
-    for k in range(suite.n_blocks):
-        _x, _y, op = suite.block(k)
-        sizes[k] = np.bincount(np.asarray(op, dtype=np.int64), minlength=3)[:3]
-    return sizes
-
-
-def default_store_path(weights: str | Path, name: str) -> Path:
-    """`<name>.zarr` beside the weights: runs/<name>/<name>.pth -> runs/<name>/<name>.zarr."""
-    return Path(weights).resolve().parent / f"{name}.zarr"
-
-
-def make_fingerprint(weights_sha256: str, suite_fingerprint: dict, mode: str, precision: str, cap: int) -> dict:
-    """What the stored numbers depend on, as JSON data (tuples become lists, so it survives a round trip)."""
-    fp = {
-        "layout": LAYOUT_VERSION,
-        "weights_sha256": weights_sha256,
-        "suite": suite_fingerprint,
-        "seed": suite_fingerprint.get("seed"),
-        "block_size": suite_fingerprint.get("block_size"),
-        "mode": mode,
-        "precision": precision,
-        "cap": cap,
-    }
-    return json.loads(json.dumps(fp))
-
-
-def _array_specs(n_blocks: int, n_digits: int, cap: int) -> dict[str, tuple[tuple[int, ...], str]]:
-    a = n_digits + 2
-    return {
-        "tested": ((n_blocks, N_QCLASSES, N_CCOLS), "int64"),
-        "failed": ((n_blocks, N_QCLASSES, N_CCOLS), "int64"),
-        "wrong_pos": ((n_blocks, a), "int64"),
-        "fail_x": ((n_blocks, cap, n_digits), "uint8"),
-        "fail_y": ((n_blocks, cap, n_digits), "uint8"),
-        "fail_op": ((n_blocks, cap), "uint8"),
-        "fail_pred": ((n_blocks, cap, a), "uint8"),
-        "n_fail_kept": ((n_blocks,), "int64"),
-        "done": ((n_blocks,), "uint8"),
-    }
-
-
 def _first_difference(stored: dict, wanted: dict, prefix: str = "") -> str:
     for key in sorted(set(stored) | set(wanted)):
         a, b = stored.get(key), wanted.get(key)
@@ -185,19 +103,16 @@ def _chunk_codecs():
 
 
 @dataclass(frozen=True)
-class SuiteStore:
-    """Handle on `verify/<suite>` of one store: small and picklable, so it travels inside every task."""
+class BlockGroup:
+    """Handle on one group of block arrays: small and picklable, so it travels inside every task.
+
+    Subclasses name their data arrays (`DATA_ARRAYS`) and check a block's rows (`check_rows`)."""
 
     root: str  # absolute path of <name>.zarr
-    suite: str
+    path: str  # the group inside the store, e.g. "verify/exhaustive"
     n_blocks: int
-    n_digits: int
-    cap: int
-    suite_spec: object = None  # the arith.verify suite: its block sizes are checked (None: sizes unchecked)
 
-    @property
-    def path(self) -> str:
-        return f"{VERIFY_GROUP}/{self.suite}"
+    DATA_ARRAYS: ClassVar[tuple[str, ...]] = ()
 
     @property
     def location(self) -> str:
@@ -213,9 +128,9 @@ class SuiteStore:
         except Exception as exc:  # unparsable or invalid metadata
             raise InputError(
                 f"store {self.location}: metadata of array {name} is damaged ({_reason(exc)}); "
-                "pass --fresh to start this suite again"
+                "pass --fresh to start again"
             ) from None
-        if name in DATA_ARRAYS:
+        if name in self.DATA_ARRAYS:
             # every row a task writes has a chunk of every data array, zeros included: absence means damage
             arr = arr.with_config({"write_empty_chunks": True})
         return arr
@@ -224,29 +139,11 @@ class SuiteStore:
         """The file of block k's chunk of array `name` (zarr v3 default key encoding: c/k/0/...)."""
         return Path(self.location, name, "c", str(k), *(["0"] * (ndim - 1)))
 
-    def write_block(self, k: int, counts: BlockCounts) -> None:
-        """Write block k's row of every array, then its done flag. Called by the task that owns block k."""
+    def write_rows(self, k: int, rows: dict[str, np.ndarray]) -> None:
+        """Write block k's row of every data array, then its done flag. Called by the task that owns block k."""
         if not 0 <= k < self.n_blocks:
             raise IndexError(f"block {k} outside 0..{self.n_blocks - 1}")
-        n, cap = self.n_digits, self.cap
-        kept = min(len(counts.fail_op), cap)
-        fx = np.zeros((cap, n), np.uint8)
-        fy = np.zeros((cap, n), np.uint8)
-        fo = np.zeros(cap, np.uint8)
-        fp = np.zeros((cap, n + 2), np.uint8)
-        fx[:kept], fy[:kept] = counts.fail_x[:kept], counts.fail_y[:kept]
-        fo[:kept], fp[:kept] = counts.fail_op[:kept], counts.fail_pred[:kept]
-        rows = {
-            "tested": counts.tested.astype(np.int64),
-            "failed": counts.failed.astype(np.int64),
-            "wrong_pos": counts.wrong_pos.astype(np.int64),
-            "fail_x": fx,
-            "fail_y": fy,
-            "fail_op": fo,
-            "fail_pred": fp,
-            "n_fail_kept": np.int64(kept),
-        }
-        for name in DATA_ARRAYS:
+        for name in self.DATA_ARRAYS:
             self._array(name)[k] = rows[name]
         self._array("done")[k] = 1  # last: the row is complete
 
@@ -278,64 +175,29 @@ class SuiteStore:
         done = done_raw == 1
         data: dict[str, np.ndarray] = {}
         unreadable: dict[int, str] = {}
-        for name in DATA_ARRAYS:
+        for name in self.DATA_ARRAYS:
             data[name], bad = self._read(name)
             for k, why in bad.items():
                 unreadable.setdefault(k, why)
-        for k, why in self._check_rows(np.flatnonzero(done), data, unreadable).items():
-            problems.setdefault(k, why)
+        blocks = np.flatnonzero(done)
+        for k in blocks.tolist():
+            if k in unreadable:
+                problems.setdefault(k, unreadable[k])
+                continue
+            for name in self.DATA_ARRAYS:
+                if not self.chunk_path(name, k, data[name].ndim).is_file():
+                    problems.setdefault(k, f"{name} chunk missing")
+                    break
+        intact = np.array([k for k in blocks.tolist() if k not in problems], dtype=np.int64)
+        if len(intact):
+            for k, why in self.check_rows(intact, data).items():
+                problems.setdefault(k, why)
         done[list(problems)] = False
         return done, problems, data
 
-    def _check_rows(self, blocks: np.ndarray, data: dict, unreadable: dict[int, str]) -> dict[int, str]:
-        """block -> the first failed check, for the given (done) blocks."""
-        problems: dict[int, str] = {}
-        if len(blocks) == 0:
-            return problems
-        ndims = {name: data[name].ndim for name in DATA_ARRAYS}
-        for k in blocks.tolist():
-            if k in unreadable:
-                problems[k] = unreadable[k]
-                continue
-            for name in DATA_ARRAYS:
-                if not self.chunk_path(name, k, ndims[name]).is_file():
-                    problems[k] = f"{name} chunk missing"
-                    break
-        b = blocks
-        tested, failed = data["tested"][b], data["failed"][b]
-        wrong_pos, kept = data["wrong_pos"][b], data["n_fail_kept"][b]
-        fx, fy, fo, fp = (data[n][b] for n in ("fail_x", "fail_y", "fail_op", "fail_pred"))
-        ftot = failed.sum(axis=(1, 2))
-        per_op = np.stack([tested[:, list(rows)].sum(axis=(1, 2)) for rows in OP_ROWS], axis=1)  # [B, 3]
-        expected = None
-        if self.suite_spec is not None:
-            expected = expected_sizes(self.suite_spec)[b]
-        ops = set(getattr(self.suite_spec, "ops", (0, 1, 2)))
-        real = np.arange(self.cap)[None, :] < kept[:, None]  # [B, cap]
-        for i, k in enumerate(b.tolist()):
-            if k in problems:
-                continue
-            why = None
-            if (tested[i] < 0).any() or (failed[i] < 0).any() or (wrong_pos[i] < 0).any() or kept[i] < 0:
-                why = "negative counts"
-            elif expected is not None and (per_op[i] != expected[i]).any():
-                j = int(np.flatnonzero(per_op[i] != expected[i])[0])
-                why = f"tested {int(per_op[i, j]):,} {OP_WORDS[j]} questions, the block has {int(expected[i, j]):,}"
-            elif (failed[i] > tested[i]).any():
-                why = "failed > tested"
-            elif (wrong_pos[i] > ftot[i]).any():
-                why = "wrong answer positions > failed"
-            elif kept[i] > min(int(ftot[i]), self.cap) or (kept[i] == 0 and ftot[i] > 0 and self.cap > 0):
-                why = f"n_fail_kept {int(kept[i])} with {int(ftot[i]):,} failed and cap {self.cap}"
-            else:
-                r = real[i]
-                if (fx[i][r] > 9).any() or (fy[i][r] > 9).any() or not set(fo[i][r].tolist()) <= ops:
-                    why = "failing examples out of range"
-                elif fx[i][~r].any() or fy[i][~r].any() or fo[i][~r].any() or fp[i][~r].any():
-                    why = "failing examples padding not zero"
-            if why:
-                problems[k] = why
-        return problems
+    def check_rows(self, blocks: np.ndarray, data: dict[str, np.ndarray]) -> dict[int, str]:
+        """block -> the first failed check of the stage's own rules, for done blocks whose chunks are intact."""
+        return {}
 
     def done_mask(self) -> np.ndarray:
         """Blocks whose done flag is 1 (a damaged flag counts as not done)."""
@@ -360,28 +222,15 @@ class SuiteStore:
         self.repair(problems, stream)
         return problems
 
-    def read_counts(self) -> BlockCounts:
-        """The sum over all blocks, failing examples in block order (what summing block by block gives).
-
-        Every block is checked first: a damaged one raises `StoreDamage` (never a count from a hole), blocks
-        not done yet an InputError.
-        """
+    def read_checked(self) -> dict[str, np.ndarray]:
+        """Every data array, after every block passed its checks (StoreDamage otherwise; InputError when
+        blocks are not done yet): what a reduction may use."""
         done, problems, data = self.scan()
         if problems:
             raise StoreDamage(self.location, problems)
         if not done.all():
             raise InputError(f"store {self.location}: {int((~done).sum())} of {self.n_blocks} blocks are not done yet")
-        kept = data["n_fail_kept"].astype(np.int64)
-        mask = np.arange(self.cap)[None, :] < kept[:, None]  # [n_blocks, cap], row-major = block order
-        return BlockCounts(
-            tested=data["tested"].sum(axis=0, dtype=np.int64),
-            failed=data["failed"].sum(axis=0, dtype=np.int64),
-            wrong_pos=data["wrong_pos"].sum(axis=0, dtype=np.int64),
-            fail_x=data["fail_x"][mask].astype(np.uint8),
-            fail_y=data["fail_y"][mask].astype(np.uint8),
-            fail_op=data["fail_op"][mask].astype(np.uint8),
-            fail_pred=data["fail_pred"][mask].astype(np.uint8),
-        )
+        return data
 
 
 def _reason(exc: BaseException) -> str:
@@ -445,7 +294,7 @@ def _create_array(group, name: str, shape: tuple[int, ...], dtype: str):
 def _owned(root: Path) -> bool:
     """Whether the folder holds nothing but what a varith store has (so --fresh may rewrite its root)."""
     try:
-        return set(os.listdir(root)) <= {"zarr.json", VERIFY_GROUP}
+        return set(os.listdir(root)) <= {"zarr.json", *STAGE_GROUPS}
     except OSError:
         return False
 
@@ -461,16 +310,16 @@ def _remove_tree(path: Path, root: Path) -> None:
         path.unlink()
 
 
-def _check_metadata(root: Path, suite_name: str, specs: dict, fresh: bool, log: TextIO) -> None:
-    """Raw checks of every metadata file this suite depends on, before zarr parses any of them.
+def _check_metadata(root: Path, group_path: str, specs: dict, fresh: bool, log: TextIO) -> None:
+    """Raw checks of every metadata file the group `group_path` depends on, before zarr parses any of them.
 
-    Damaged root/verify group metadata: InputError, or with `fresh` rewritten (root: only for a store folder
-    we own). This suite's group and arrays: InputError, or with `fresh` the suite folder is removed. The
+    Damaged root or intermediate group metadata: InputError, or with `fresh` rewritten (root: only for a store
+    folder we own). The group and its arrays: InputError, or with `fresh` the group folder is removed. The
     consolidated copy in the root metadata is dropped (a cache; rewritten at the end by `consolidate`).
     """
 
     def refuse(what: Path, why: str):
-        raise InputError(f"store {root}: {what} is damaged ({why}); pass --fresh to start this suite again")
+        raise InputError(f"store {root}: {what} is damaged ({why}); pass --fresh to start again")
 
     meta_root = root / "zarr.json"
     try:
@@ -492,20 +341,23 @@ def _check_metadata(root: Path, suite_name: str, specs: dict, fresh: bool, log: 
 
         atomic_write_json(meta_root, meta, indent=2)
 
-    verify = root / VERIFY_GROUP
-    if verify.exists() and not verify.is_dir():
-        if not fresh:
-            refuse(verify, "a file, not a folder")
-        _remove_tree(verify, root)
-    try:
-        _read_node_meta(verify / "zarr.json", "group")
-    except _Damaged as exc:
-        if not fresh:
-            refuse(verify / "zarr.json", str(exc))
-        print(f"store {root}: {verify / 'zarr.json'} is damaged ({exc}); writing it again (--fresh)", file=log)
-        _remove_tree(verify / "zarr.json", root)
+    *parents, _leaf = group_path.split("/")
+    folder = root
+    for part in parents:
+        folder = folder / part
+        if folder.exists() and not folder.is_dir():
+            if not fresh:
+                refuse(folder, "a file, not a folder")
+            _remove_tree(folder, root)
+        try:
+            _read_node_meta(folder / "zarr.json", "group")
+        except _Damaged as exc:
+            if not fresh:
+                refuse(folder / "zarr.json", str(exc))
+            print(f"store {root}: {folder / 'zarr.json'} is damaged ({exc}); writing it again (--fresh)", file=log)
+            _remove_tree(folder / "zarr.json", root)
 
-    group = verify / suite_name
+    group = root / group_path
     if not group.exists():
         return
     if fresh:
@@ -544,51 +396,39 @@ def _open_root(root: Path):
         raise InputError(f"store {root}: cannot be opened as a Zarr v3 store ({_reason(exc)})") from None
 
 
-def prepare_suite(
-    root: str | Path,
-    suite_name: str,
-    fingerprint: dict,
-    n_blocks: int,
-    n_digits: int,
-    cap: int,
-    fresh: bool = False,
-    suite=None,
-    log: TextIO | None = None,
-) -> SuiteStore:
-    """Open or create `verify/<suite_name>` with every array and attribute. Runs in the driver only.
+def prepare_group(
+    handle: BlockGroup, specs: ArraySpecs, fingerprint: dict, fresh: bool = False, log: TextIO | None = None
+) -> BlockGroup:
+    """Open or create `handle`'s group with every array of `specs` (plus `done`) and its fingerprint. Runs in
+    the driver only.
 
-    An existing group made with the same fingerprint is kept; its done blocks are checked (`SuiteStore.scan`)
-    and those that fail are made pending again, with one line on `log` (stderr). One made with another
-    fingerprint is refused (InputError) unless `fresh`, which discards it. Damaged metadata: see the module
-    docstring. `suite` (the arith.verify suite) lets the checks compare each block's question count.
+    An existing group made with the same fingerprint is kept; its done blocks are checked (`scan`) and those
+    that fail are made pending again, with one line on `log` (stderr). One made with another fingerprint is
+    refused (InputError) unless `fresh`, which discards it. Damaged metadata: see the module docstring.
     """
     log = log or sys.stderr
-    root = Path(root).resolve()
+    root = Path(handle.root)
     if root.exists() and not root.is_dir():
         raise InputError(f"store {root}: exists and is not a directory")
     fingerprint = json.loads(json.dumps(fingerprint))
-    if suite is not None and suite.n_blocks != n_blocks:
-        raise ValueError(f"suite has {suite.n_blocks} blocks, {n_blocks} given")
-    handle = SuiteStore(str(root), suite_name, int(n_blocks), int(n_digits), int(cap), suite)
-    specs = _array_specs(n_blocks, n_digits, cap)
+    specs = dict(specs) | {"done": ((handle.n_blocks,), "uint8")}
     if root.is_dir():
-        _check_metadata(root, suite_name, specs, fresh, log)
+        _check_metadata(root, handle.path, specs, fresh, log)
     g_root = _open_root(root)
+    parent_path, _, leaf = handle.path.rpartition("/")
     try:
-        g_verify = g_root.require_group(VERIFY_GROUP)
-        node = g_verify[suite_name] if suite_name in g_verify else None
+        parent = g_root.require_group(parent_path) if parent_path else g_root
+        node = parent[leaf] if leaf in parent else None
     except Exception as exc:
-        raise InputError(
-            f"store {root}: metadata is damaged ({_reason(exc)}); pass --fresh to start this suite again"
-        ) from None
+        raise InputError(f"store {root}: metadata is damaged ({_reason(exc)}); pass --fresh to start again") from None
     if node is not None:
         stored = dict(node.attrs).get("fingerprint") if hasattr(node, "groups") else None
         if stored is None:
-            _remove_tree(root / VERIFY_GROUP / suite_name, root)
+            _remove_tree(root / handle.path, root)
         elif stored != fingerprint:
-            if stored.get("weights_sha256") != fingerprint["weights_sha256"]:
+            if stored.get("weights_sha256") != fingerprint.get("weights_sha256"):
                 what = "other weights"
-                here, asked = str(stored.get("weights_sha256"))[:12], fingerprint["weights_sha256"][:12]
+                here, asked = str(stored.get("weights_sha256"))[:12], str(fingerprint.get("weights_sha256"))[:12]
                 detail = f"sha256 {here}... here, {asked}... asked"
             else:
                 what, detail = "other settings", _first_difference(stored, fingerprint)
@@ -599,10 +439,10 @@ def prepare_suite(
         else:
             handle.validate(log)
             return handle
-    group = g_verify.create_group(suite_name)
+    group = parent.create_group(leaf)
     for name, (shape, dtype) in specs.items():
         _create_array(group, name, shape, dtype)
-    group.attrs.update({"fingerprint": fingerprint, "n_blocks": n_blocks, "cap": cap, "n_digits": n_digits})
+    group.attrs.update({"fingerprint": fingerprint, "n_blocks": handle.n_blocks})
     return handle
 
 

@@ -112,15 +112,6 @@ def test_trained_ops_follow_the_config_else_the_name():
     assert trained_ops({}, "mul_d2_l1_h3_t20_s111111") == (MUL,)
 
 
-def test_trained_ops_agree_with_verify_rule():
-    verify = pytest.importorskip("jobs.verify")
-    if not hasattr(verify, "model_ops"):
-        pytest.skip("jobs.verify no longer has its own rule")
-    for config in ({}, {"perc_add": 30, "perc_sub": 30, "perc_mult": 40}, {"perc_add": 0, "perc_mult": 5}):
-        for name in ("add_d2_l1_h3_t20_s111111", "mas_d2_l1_h3_t20_s111111", "mul_d2_l1_h3_t20_s111111"):
-            assert trained_ops(config, name) == verify.model_ops(config, name)
-
-
 def test_predict_warns_once_about_an_untrained_operation(tiny):
     proc = varith("predict", "--model", str(tiny), stdin="12-34\n56-7\n12+3\n")
     assert proc.returncode == 0, proc.stderr

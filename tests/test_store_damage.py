@@ -25,8 +25,9 @@ from arith.verify import ExhaustiveSuite
 from arith.vocab import ADD, SUB
 from arith.weights import model_info
 from hpc.cluster import ClusterSpec, open_cluster
-from hpc.store import ALL_ARRAYS, DATA_ARRAYS, StoreDamage, make_fingerprint, prepare_suite
-from jobs.verify import TaskSpec, verify_distributed
+from hpc.store import StoreDamage
+from hpc.verification import VerifyWork, verify_distributed
+from hpc.verify_store import ALL_ARRAYS, DATA_ARRAYS, make_fingerprint, prepare_suite
 from tests.conftest import assert_one_line_error
 from tests.conftest import varith as _varith
 from tests.test_verify_dask import MIXED, make_random_model, reference_report
@@ -61,7 +62,7 @@ def model(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def cluster1():
-    with open_cluster(ClusterSpec(kind="local", workers=1, torch_threads=1, preload=("jobs.verify",))) as handle:
+    with open_cluster(ClusterSpec(kind="local", workers=1, torch_threads=1, preload=("hpc.verification",))) as handle:
         yield handle
 
 
@@ -71,15 +72,15 @@ def truth(model) -> dict:
     return reference_report(model, SUITE)
 
 
-def open_store(model: Path, root: Path, fresh: bool = False, log=None) -> TaskSpec:
+def open_store(model: Path, root: Path, fresh: bool = False, log=None) -> VerifyWork:
     shape, _n, _cfg = model_info(model)
     sha = sha256_file(model)
     fp = make_fingerprint(sha, SUITE.fingerprint(), "reference", "fp32", CAP)
     store = prepare_suite(root, SUITE.name, fp, SUITE.n_blocks, SUITE.n_digits, CAP, fresh=fresh, suite=SUITE, log=log)
-    return TaskSpec(str(model.resolve()), sha, shape, SUITE, store)
+    return VerifyWork(str(model.resolve()), sha, shape, SUITE, store)
 
 
-def run(spec: TaskSpec, cluster) -> dict:
+def run(spec: VerifyWork, cluster) -> dict:
     counts = verify_distributed(cluster.client, spec, progress=False)
     extra = {"weights_sha256": spec.weights_sha256, "mode": spec.mode}
     return accuracy_report(counts, SUITE, Path(spec.weights).stem, extra)
@@ -117,7 +118,7 @@ def test_each_damaged_chunk_makes_its_block_pending(model, copy, name, kind):
     damage(chunk(copy, name, k), kind)
     log = io.StringIO()
     spec = open_store(model, copy, log=log)
-    assert spec.store.pending() == [k]
+    assert spec.group.pending() == [k]
     if name == "done" and kind == "delete":
         assert log.getvalue() == ""  # a missing done flag just means "not done"
         return
@@ -125,7 +126,7 @@ def test_each_damaged_chunk_makes_its_block_pending(model, copy, name, kind):
         why = "done flag unreadable"
     else:
         why = f"{name} chunk {'missing' if kind == 'delete' else 'unreadable'}"
-    assert log.getvalue() == f"store {spec.store.location}: block {k} failed their checks ({why}); redoing them\n"
+    assert log.getvalue() == f"store {spec.group.location}: block {k} failed their checks ({why}); redoing them\n"
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -135,21 +136,21 @@ def test_every_array_damaged_at_once_ends_in_the_true_result(model, cluster1, tr
     for name, k in blocks.items():
         damage(chunk(copy, name, k), kind)
     spec = open_store(model, copy)
-    assert spec.store.pending() == sorted(blocks.values())
+    assert spec.group.pending() == sorted(blocks.values())
     assert run(spec, cluster1) == truth
     err = capsys.readouterr().err
     assert err.count("failed their checks") == 1 and "redoing them" in err
-    assert spec.store.pending() == []
+    assert spec.group.pending() == []
 
 
 def test_damage_after_the_open_is_caught_in_the_reduction(model, cluster1, truth, copy, capsys):
     """A chunk lost between the driver's open and the reduction: read_counts refuses, the driver redoes it."""
     spec = open_store(model, copy)
-    assert spec.store.pending() == []
+    assert spec.group.pending() == []
     damage(chunk(copy, "failed", 4), "delete")
     damage(chunk(copy, "tested", 15), "garble")
     with pytest.raises(StoreDamage) as info:
-        spec.store.read_counts()
+        spec.group.read_counts()
     assert info.value.problems == {4: "failed chunk missing", 15: "tested chunk unreadable"}
     assert "\n" not in str(info.value)
     assert run(spec, cluster1) == truth
@@ -182,7 +183,7 @@ def test_wrong_numbers_in_intact_chunks_are_caught(model, copy, name, value, why
     arr[k] = row
     log = io.StringIO()
     spec = open_store(model, copy, log=log)
-    assert spec.store.pending() == [k]
+    assert spec.group.pending() == [k]
     assert why in log.getvalue(), log.getvalue()
 
 
@@ -194,17 +195,17 @@ def test_a_perfect_models_zero_rows_pass_but_a_lost_zero_chunk_does_not(model, t
     from arith.verify import BlockCounts
 
     root = tmp_path / "perfect.zarr"
-    store = open_store(model, root).store
+    store = open_store(model, root).group
     for k in range(SUITE.n_blocks):
         x, y, op = SUITE.block(k)
         every = evaluate_block_counts(x, y, op)
         store.write_block(k, BlockCounts(every.tested, 0 * every.failed, 0 * every.wrong_pos, *empty_examples()))
     assert int(store.read_counts().failed.sum()) == 0
     log = io.StringIO()
-    assert open_store(model, root, log=log).store.pending() == [] and log.getvalue() == ""
+    assert open_store(model, root, log=log).group.pending() == [] and log.getvalue() == ""
     for name in DATA_ARRAYS[1:]:  # everything but `tested` is all zero in these rows
         damage(chunk(root, name, 1), "delete")
-    assert open_store(model, root, log=log).store.pending() == [1]
+    assert open_store(model, root, log=log).group.pending() == [1]
     assert "block 1 failed their checks (failed chunk missing)" in log.getvalue()
 
 

@@ -26,9 +26,10 @@ from arith.files import sha256_file
 from arith.verify import BlockCounts, ExhaustiveSuite, RandomSuite, evaluate_block
 from arith.vocab import ADD, SUB
 from arith.weights import load_model, model_info
-from hpc.cluster import ClusterSpec, job_script, lifetimes, load_profile, open_cluster
-from hpc.store import DATA_ARRAYS, make_fingerprint, prepare_suite
-from jobs.verify import TaskSpec, verify_distributed, verify_in_process
+from hpc.cluster import ClusterSpec, job_script, lifetimes, open_cluster
+from hpc.profile import load_profile
+from hpc.verification import VerifyWork, verify_distributed, verify_in_process
+from hpc.verify_store import DATA_ARRAYS, make_fingerprint, prepare_suite
 from tests.conftest import REPO, assert_one_line_error
 from tests.conftest import varith as _varith
 
@@ -71,16 +72,16 @@ def mixed(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def cluster2():
     """A real 2-worker LocalCluster (processes, one thread each) from the cluster factory."""
-    with open_cluster(ClusterSpec(kind="local", workers=2, torch_threads=1, preload=("jobs.verify",))) as handle:
+    with open_cluster(ClusterSpec(kind="local", workers=2, torch_threads=1, preload=("hpc.verification",))) as handle:
         yield handle
 
 
-def task_spec(weights: Path, suite, store_root: Path, fresh: bool = False, mode: str = "reference") -> TaskSpec:
+def task_spec(weights: Path, suite, store_root: Path, fresh: bool = False, mode: str = "reference") -> VerifyWork:
     shape, _n, _cfg = model_info(weights)
     sha = sha256_file(weights)
     fp = make_fingerprint(sha, suite.fingerprint(), mode, "fp32", 16)
     store = prepare_suite(store_root, suite.name, fp, suite.n_blocks, suite.n_digits, 16, fresh=fresh, suite=suite)
-    return TaskSpec(str(weights.resolve()), sha, shape, suite, store, mode=mode)
+    return VerifyWork(str(weights.resolve()), sha, shape, suite, store, mode=mode)
 
 
 def reference_report(weights: Path, suite, mode: str = "reference") -> dict:
@@ -89,7 +90,7 @@ def reference_report(weights: Path, suite, mode: str = "reference") -> dict:
     return accuracy_report(counts, suite, weights.stem, extra={"weights_sha256": sha256_file(weights), "mode": mode})
 
 
-def dask_report(spec: TaskSpec, counts, weights: Path) -> dict:
+def dask_report(spec: VerifyWork, counts, weights: Path) -> dict:
     return accuracy_report(
         counts, spec.suite, weights.stem, extra={"weights_sha256": spec.weights_sha256, "mode": spec.mode}
     )
@@ -127,16 +128,16 @@ def test_million_random_questions(tiny, cluster2, tmp_path):
     report = dask_report(spec, counts, tiny)
     assert report["tested"] == 1_000_000 and report["by_operation"]["ADD"]["tested"] == 1_000_000
     assert report["nines"] == {"+": "fewer than two 9s"}  # random weights fail everything
-    assert spec.store.done_mask().all()
+    assert spec.group.done_mask().all()
     # spot-check two blocks against the kernel called directly
     model = load_model(tiny, spec.shape)
     for k in (0, 49):
         direct = evaluate_block(model, suite, k)
-        assert int(spec.store._array("tested", "r")[k].sum()) == int(direct.tested.sum())
-        np.testing.assert_array_equal(spec.store._array("failed", "r")[k], direct.failed)
+        assert int(spec.group._array("tested", "r")[k].sum()) == int(direct.tested.sum())
+        np.testing.assert_array_equal(spec.group._array("failed", "r")[k], direct.failed)
     import zarr
 
-    consolidated = zarr.open_group(spec.store.root, mode="r", use_consolidated=True)  # written once, at the end
+    consolidated = zarr.open_group(spec.group.root, mode="r", use_consolidated=True)  # written once, at the end
     assert consolidated["verify/random/done"].shape == (50,)
 
 
@@ -159,7 +160,7 @@ def test_worker_killed_mid_run_loses_and_double_counts_nothing(tiny, tmp_path):
     suite = RandomSuite(2, (ADD,), 200_000, seed=7, block_size=5_000)  # 40 blocks
     spec = task_spec(tiny, suite, tmp_path / "kill.zarr")
     killed: list[int] = []
-    with open_cluster(ClusterSpec(kind="local", workers=2, torch_threads=1, preload=("jobs.verify",))) as handle:
+    with open_cluster(ClusterSpec(kind="local", workers=2, torch_threads=1, preload=("hpc.verification",))) as handle:
         client = handle.client
         pids = client.run(os.getpid)
 
@@ -183,7 +184,7 @@ def test_driver_stopped_and_rerun_gives_identical_result(tiny, cluster2, tmp_pat
     root = tmp_path / "restart.zarr"
     spec = task_spec(tiny, suite, root)
     assert verify_distributed(cluster2.client, spec, progress=False, max_blocks=5) is None
-    done_first = int(spec.store.done_mask().sum())
+    done_first = int(spec.group.done_mask().sum())
     assert 5 <= done_first <= 30  # (tasks running at the stop may finish; how many depends on the machine)
     ran = []
     spec2 = task_spec(tiny, suite, root)  # a new driver: the same store is accepted, done blocks are skipped
@@ -235,21 +236,21 @@ def test_store_rewrite_is_byte_identical_and_refuses_other_settings(tiny, tmp_pa
     spec = task_spec(tiny, suite, tmp_path / "s.zarr")
     model = load_model(tiny, spec.shape)
     counts = evaluate_block(model, suite, 1)
-    spec.store.write_block(1, counts)
-    files = sorted(p for p in Path(spec.store.location).rglob("*") if p.is_file())
+    spec.group.write_block(1, counts)
+    files = sorted(p for p in Path(spec.group.location).rglob("*") if p.is_file())
     before = {p: p.read_bytes() for p in files}
-    spec.store.write_block(1, evaluate_block(model, suite, 1))  # a re-executed task
+    spec.group.write_block(1, evaluate_block(model, suite, 1))  # a re-executed task
     assert {p: p.read_bytes() for p in files} == before
-    assert spec.store.pending() == [0, 2]
+    assert spec.group.pending() == [0, 2]
     # every data chunk of a written row exists, zeros included (write_empty_chunks=True), and `done` last
-    assert (Path(spec.store.location) / "done" / "c" / "1").is_file()
+    assert (Path(spec.group.location) / "done" / "c" / "1").is_file()
     for name in ("failed", "wrong_pos", "fail_x", "n_fail_kept"):
-        assert spec.store.chunk_path(name, 1, spec.store._array(name, "r").ndim).is_file(), name
-    assert not (Path(spec.store.location) / "done" / "c" / "0").exists()
-    spec.store.write_block(2, BlockCounts.empty(2))  # an all-zero row: its chunks exist too ...
+        assert spec.group.chunk_path(name, 1, spec.group._array(name, "r").ndim).is_file(), name
+    assert not (Path(spec.group.location) / "done" / "c" / "0").exists()
+    spec.group.write_block(2, BlockCounts.empty(2))  # an all-zero row: its chunks exist too ...
     for name in DATA_ARRAYS:
-        assert spec.store.chunk_path(name, 2, spec.store._array(name, "r").ndim).is_file(), name
-    _done, problems, _data = spec.store.scan()  # ... but it is not the 1,000 questions block 2 holds
+        assert spec.group.chunk_path(name, 2, spec.group._array(name, "r").ndim).is_file(), name
+    _done, problems, _data = spec.group.scan()  # ... but it is not the 1,000 questions block 2 holds
     assert problems == {2: "tested 0 ADD questions, the block has 1,000"}
 
     other_seed = RandomSuite(2, (ADD,), 3000, seed=1, block_size=1000)
@@ -316,7 +317,8 @@ def test_slurm_dry_run_prints_the_job_script_and_submits_nothing(tiny, tmp_path)
 
 def test_slurm_cpu_profile_one_thread_per_worker_process(tmp_path):
     profile = _profile(tmp_path, 'partition = "cpu"\ntime = 30\nmem = "8G"\ncpus_per_task = 4\ngpus_per_node = 0')
-    settings, prof = load_profile(profile)
+    loaded = load_profile(profile)
+    settings, prof = loaded.slurm, loaded.dask
     assert lifetimes(settings.time_min, prof) == (30 - 1.5 - 3.0, 1.5)
     script = job_script(ClusterSpec(kind="slurm", profile=str(profile)))
     assert "--nthreads 1" in script and "--nworkers 4" in script and "gres" not in script

@@ -1,0 +1,177 @@
+"""The generic Dask block runner: verification, ablation and algorithm search farm their blocks through it.
+
+A piece of work is a small frozen, picklable object (a `BlockWork`): it names its store group (`group`, a
+`hpc.store.BlockGroup`) and its task keys, and calling it with a block index computes that block and writes
+its rows and done flag (data first), returning `(k, counters)` with a few integers for the progress report.
+Tasks are deterministic, so a task run twice (a lost worker, a retry, a restarted driver) rewrites the same
+bytes.
+
+`run_blocks` maps the pending blocks over a Dask client, drops each future as soon as its block is stored
+(so a lost worker holds no results Dask would recompute), retries failed tasks and reports progress.
+`run_checked` repeats "run what is pending, reduce with checks" until the reduction finds no damaged block,
+so a result never comes from a hole. `worker_model` caches the model per worker process.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol, TypeVar
+
+from arith.errors import InputError
+from arith.files import sha256_file
+from arith.progress import progress as progress_report
+from hpc.store import BlockGroup, StoreDamage
+
+DEFAULT_RETRIES = 2
+REDO_ROUNDS = 3
+T = TypeVar("T")
+
+
+class BlockWork(Protocol):
+    group: BlockGroup
+
+    def key(self, k: int) -> str: ...
+
+    def __call__(self, k: int) -> tuple[int, dict[str, int]]: ...
+
+
+def _run_one(k: int, work: BlockWork) -> tuple[int, dict[str, int]]:
+    try:
+        return work(k)
+    except FileNotFoundError:  # zarr's ArrayNotFoundError included
+        where = work.group.location
+        raise InputError(f"store {where}: not found on this worker (is it on a shared filesystem?)") from None
+
+
+_MODELS: dict[tuple, object] = {}  # per worker process: (path, sha256, device) -> model
+_MODELS_LOCK = threading.Lock()
+
+
+def worker_model(weights: str, weights_sha256: str, shape, device: str = "auto"):
+    """The model at `weights`, loaded once per process (checked against the driver's sha256) and cached;
+    one model per process at a time."""
+    from arith.device import choose_device
+    from arith.weights import load_model
+
+    key = (weights, weights_sha256, device)
+    with _MODELS_LOCK:
+        model = _MODELS.get(key)
+        if model is None:
+            if not Path(weights).is_file():
+                raise InputError(f"weights {weights}: no such file on this worker (is it on a shared filesystem?)")
+            if sha256_file(weights) != weights_sha256:
+                raise InputError(f"weights {weights} changed since this run started; run it again")
+            _MODELS.clear()
+            model = load_model(weights, shape, choose_device(device))
+            _MODELS[key] = model
+    return model
+
+
+def run_blocks(
+    client,
+    work: BlockWork,
+    blocks: list[int],
+    *,
+    retries: int = DEFAULT_RETRIES,
+    resources: dict | None = None,
+    progress: bool = True,
+    initial: int = 0,
+    total: int | None = None,
+    on_block: Callable[[int], None] | None = None,
+    max_blocks: int | None = None,
+    desc: str = "blocks",
+) -> int:
+    """Run `work` for `blocks` on the cluster behind `client`; returns how many finished in this call.
+
+    `on_block(done_in_this_call)` is called after each finished block (tests use it to kill a worker);
+    `max_blocks` stops early (cancelling the rest) after that many, like an interrupted driver.
+    """
+    from distributed import as_completed
+    from distributed.scheduler import KilledWorker
+
+    if not blocks:
+        return 0
+    futures = client.map(
+        _run_one,
+        blocks,
+        work=work,
+        key=[work.key(k) for k in blocks],
+        pure=False,
+        retries=retries,
+        resources=resources,
+    )
+    live = {fut.key: fut for fut in futures}
+    pending = as_completed(futures, with_results=True, loop=client.loop)
+    del futures
+    finished = 0
+    sums: dict[str, int] = {}
+    bar = progress_report(total or len(blocks), desc=desc, unit="block", initial=initial, enabled=progress)
+    try:
+        for fut, (_k, counters) in pending:
+            live.pop(fut.key, None)
+            del fut
+            finished += 1
+            for name, value in counters.items():
+                sums[name] = sums.get(name, 0) + int(value)
+            # formatted here (tqdm would print a number as 2e+04), and set before the update that prints it
+            bar.set_postfix(**{name: f"{value:,}" for name, value in sums.items()}, refresh=False)
+            bar.update(1)
+            if on_block is not None:
+                on_block(finished)
+            if max_blocks is not None and finished >= max_blocks:
+                break
+    except KilledWorker as exc:
+        raise RuntimeError(
+            f"a block task kept killing its workers ({exc}); finished blocks are kept in "
+            f"{work.group.location}, rerun to continue"
+        ) from exc
+    finally:
+        bar.close()
+        if live:
+            client.cancel(list(live.values()))
+    return finished
+
+
+def run_checked(
+    client,
+    work: BlockWork,
+    reduce: Callable[[], T],
+    *,
+    retries: int = DEFAULT_RETRIES,
+    resources: dict | None = None,
+    progress: bool = True,
+    on_block: Callable[[int], None] | None = None,
+    max_blocks: int | None = None,
+    desc: str = "blocks",
+) -> T | None:
+    """Run the pending blocks of `work.group`, then `reduce()` (which reads the store with its checks).
+
+    Blocks the reduction finds damaged are made pending and redone, up to REDO_ROUNDS times, so the result is
+    the true one or an InputError, never one from a hole. None when stopped early by `max_blocks`."""
+    group = work.group
+    damage: StoreDamage | None = None
+    for _round in range(REDO_ROUNDS + 1):
+        pending = group.pending()
+        finished = run_blocks(
+            client,
+            work,
+            pending,
+            retries=retries,
+            resources=resources,
+            progress=progress,
+            initial=group.n_blocks - len(pending),
+            total=group.n_blocks,
+            on_block=on_block,
+            max_blocks=max_blocks,
+            desc=desc,
+        )
+        if max_blocks is not None and finished < len(pending):
+            return None
+        try:
+            return reduce()
+        except StoreDamage as exc:
+            damage = exc
+            group.repair(exc.problems)
+    raise InputError(f"{damage}; they failed again after being redone {REDO_ROUNDS} times")

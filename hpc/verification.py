@@ -1,0 +1,157 @@
+"""Verification runs: the suite's blocks in this process, or farmed over Dask into the Zarr store.
+
+Each Dask task gets only (block index, a small `VerifyWork`): it generates its questions from (suite, block
+index), loads the model once per worker process (`hpc.blocks.worker_model`), scores, and writes its own rows,
+then its done flag (`hpc.verify_store`). A killed worker's task is simply run again (same bytes); a restarted
+driver skips done blocks; the reduction checks every block and redoes damaged ones (`hpc.blocks.run_checked`).
+A worker lost while the cluster starts is survived too (`hpc.cluster`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from arith.errors import InputError
+from arith.files import sha256_file
+from arith.model import ModelShape
+from arith.progress import progress as progress_report
+from arith.verify import DEFAULT_CAP, BlockCounts, Suite, evaluate_block
+from hpc.blocks import DEFAULT_RETRIES, run_checked, worker_model
+from hpc.cluster import ClusterSpec
+from hpc.store import StoreDamage, consolidate
+from hpc.verify_store import SuiteStore, make_fingerprint, prepare_suite
+
+
+@dataclass(frozen=True)
+class VerifyWork:
+    """Everything a verification block task needs besides its index; small (well under a kilobyte pickled)."""
+
+    weights: str  # absolute path, readable from every worker
+    weights_sha256: str
+    shape: ModelShape
+    suite: Suite
+    group: SuiteStore
+    mode: str = "reference"
+    precision: str = "fp32"
+    cap: int = DEFAULT_CAP
+    device: str = "auto"
+
+    @property
+    def token(self) -> str:
+        """Names this piece of work: same weights, suite, settings and store -> same task keys."""
+        text = json.dumps(
+            [self.weights_sha256, self.suite.fingerprint(), self.mode, self.precision, self.cap, self.group.location],
+            sort_keys=True,
+        )
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+    def key(self, k: int) -> str:
+        return f"verify-{self.suite.name}-{self.token}-{k}"
+
+    def __call__(self, k: int) -> tuple[int, dict[str, int]]:
+        """Score block k (questions generated here from (suite, k)), write its rows then its done flag.
+        Deterministic: running it again rewrites the same bytes."""
+        model = worker_model(self.weights, self.weights_sha256, self.shape, self.device)
+        counts = evaluate_block(model, self.suite, k, mode=self.mode, cap=self.cap, precision=self.precision)
+        self.group.write_block(k, counts)
+        return k, {"questions": int(counts.tested.sum()), "failed": int(counts.failed.sum())}
+
+
+def verify_in_process(
+    model, suite: Suite, mode: str = "reference", precision: str = "fp32", progress: bool = True, cap: int = DEFAULT_CAP
+) -> BlockCounts:
+    """Score every block of the suite in this process; the sum of the block counts."""
+    total = BlockCounts.empty(suite.n_digits)
+    with progress_report(suite.n_blocks, desc="blocks", unit="block", enabled=progress) as bar:
+        for k in range(suite.n_blocks):
+            total = total + evaluate_block(model, suite, k, mode=mode, cap=cap, precision=precision)
+            bar.set_postfix(questions=f"{int(total.tested.sum()):,}", failed=f"{int(total.failed.sum()):,}")
+            bar.update(1)
+    return total
+
+
+def _reduce(group: SuiteStore) -> BlockCounts:
+    counts = group.read_counts()
+    consolidate(group.root)
+    return counts
+
+
+def verify_distributed(
+    client,
+    work: VerifyWork,
+    *,
+    retries: int = DEFAULT_RETRIES,
+    resources: dict | None = None,
+    progress: bool = True,
+    on_block=None,
+    max_blocks: int | None = None,
+) -> BlockCounts | None:
+    """Run the blocks of `work.group` not yet done and reduce the store to counts (checked; damaged blocks
+    are redone). None when stopped early by `max_blocks` (the store keeps what was done)."""
+    return run_checked(
+        client,
+        work,
+        lambda: _reduce(work.group),
+        retries=retries,
+        resources=resources,
+        progress=progress,
+        on_block=on_block,
+        max_blocks=max_blocks,
+    )
+
+
+@dataclass(frozen=True)
+class DaskVerify:
+    """A verification farmed over Dask: where the weights and the store are, the settings, the cluster."""
+
+    weights: Path
+    shape: ModelShape
+    suite: Suite
+    store_root: Path
+    cluster: ClusterSpec
+    mode: str = "reference"
+    precision: str = "fp32"
+    cap: int = DEFAULT_CAP
+    device: str = "auto"
+    fresh: bool = False
+    retries: int = DEFAULT_RETRIES
+    progress: bool = True
+
+
+def run_dask(job: DaskVerify) -> BlockCounts:
+    """Prepare (or reopen and check) the store, run what is pending on the cluster, reduce with checks."""
+    from hpc.cluster import open_cluster
+
+    sha = sha256_file(job.weights)
+    suite = job.suite
+    fingerprint = make_fingerprint(sha, suite.fingerprint(), job.mode, job.precision, job.cap)
+    # damaged metadata: one InputError line (or, with --fresh, repaired); done blocks that fail their checks
+    # are made pending again, with one line on stderr
+    group = prepare_suite(
+        job.store_root, suite.name, fingerprint, suite.n_blocks, suite.n_digits, job.cap, job.fresh, suite=suite
+    )
+    work = VerifyWork(
+        str(Path(job.weights).resolve()), sha, job.shape, suite, group, job.mode, job.precision, job.cap, job.device
+    )
+    pending = group.pending()
+    print(f"{suite.name}: {suite.n_blocks} blocks, {suite.n_blocks - len(pending)} already done in {group.location}")
+    if not pending:
+        try:
+            return _reduce(group)
+        except StoreDamage as exc:  # damaged since it was checked: redo those blocks on a cluster
+            group.repair(exc.problems)
+    # distributed's sync() logs a spurious callback error through tornado when Ctrl-C lands mid-call
+    logging.getLogger("tornado.application").setLevel(logging.CRITICAL)
+    with open_cluster(job.cluster) as handle:
+        print(handle.description)
+        print(f"dask dashboard: {handle.dashboard_text}", flush=True)
+        counts = verify_distributed(
+            handle.client, work, retries=job.retries, resources=handle.task_resources, progress=job.progress
+        )
+    if counts is None:  # pragma: no cover - only with max_blocks
+        raise InputError("verification stopped early")
+    return counts

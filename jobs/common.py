@@ -1,0 +1,103 @@
+"""Flags several subcommands share: where block work runs (Dask) and the store it lands in."""
+
+from __future__ import annotations
+
+import argparse
+import threading
+
+from arith.errors import InputError
+from hpc.blocks import DEFAULT_RETRIES
+
+
+def add_cluster_arguments(p: argparse.ArgumentParser, none_help: str) -> None:
+    """The "where it runs (Dask)" group. `none_help` says what `--cluster none` does for this command."""
+    d = p.add_argument_group("where it runs (Dask)")
+    d.add_argument(
+        "--cluster",
+        choices=["local", "slurm", "none"],
+        help="local: embedded LocalCluster (default); slurm: dask-jobqueue SLURMCluster from --profile; "
+        f"none: {none_help}",
+    )
+    d.add_argument("--scheduler", metavar="tcp://HOST:PORT", help="join an existing Dask scheduler")
+    d.add_argument("--workers", type=int, help="local worker processes (default: one per GPU, else min(2, cores))")
+    d.add_argument("--torch-threads", type=int, help="torch threads per worker process")
+    d.add_argument(
+        "--profile",
+        help="TOML profile for --cluster slurm: a [slurm] table and an optional [dask] table "
+        "(example: hpc/profiles/dask_example.toml)",
+    )
+    d.add_argument("--dry-run", action="store_true", help="print the plan (SLURM: the worker job script), run nothing")
+    d.add_argument("--connect-timeout", type=float, default=5.0, help="seconds to reach --scheduler (default 5)")
+    d.add_argument(
+        "--retries",
+        type=int,
+        default=DEFAULT_RETRIES,
+        help=f"re-runs of a block whose task raised (default {DEFAULT_RETRIES})",
+    )
+    d.add_argument("--store", help="Zarr store (default: <name>.zarr beside the weights)")
+    d.add_argument(
+        "--fresh",
+        action="store_true",
+        help="discard stored blocks and start again (also repairs damaged store metadata)",
+    )
+    d.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress report (default: a bar on a terminal, a plain line per ~10%% in a log)",
+    )
+
+
+def cluster_spec(args, n_tasks: int, preload: tuple[str, ...] = ()):
+    """The hpc.cluster.ClusterSpec the cluster flags ask for (InputError for contradicting flags)."""
+    from arith.device import check_device_name
+    from hpc.cluster import ClusterSpec
+
+    if args.retries < 0:
+        raise InputError("--retries must be >= 0")
+    check_device_name(args.device)
+    kind = args.cluster or ("scheduler" if args.scheduler else "local")
+    if args.scheduler and args.cluster:
+        raise InputError(f"--scheduler joins an existing cluster; it cannot be combined with --cluster {args.cluster}")
+    if args.workers is not None and kind != "local":
+        raise InputError("--workers sets the embedded local cluster's size (use the profile's [dask] for SLURM)")
+    if args.profile and kind != "slurm":
+        raise InputError("--profile is read by --cluster slurm")
+    spec = ClusterSpec(
+        kind=kind,
+        workers=args.workers,
+        torch_threads=args.torch_threads,
+        scheduler=args.scheduler,
+        profile=args.profile,
+        connect_timeout=args.connect_timeout,
+        n_tasks=n_tasks,
+        use_gpus=args.device != "cpu",
+        preload=preload,
+    )
+    if kind == "local":
+        from arith.device import choose_device
+
+        choose_device(args.device)  # the embedded workers share this machine's devices
+    return spec
+
+
+def print_dry_run(spec, what: str) -> None:
+    """`--dry-run`: the plan, and for SLURM the worker job script; nothing is started or written."""
+    print(what)
+    if spec.kind == "slurm":
+        from hpc.cluster import describe_slurm_plan, job_script
+
+        print(describe_slurm_plan(spec))
+        print(job_script(spec), end="")
+    else:
+        print(f"cluster: {spec.kind}; nothing was started or written (--dry-run)")
+
+
+def install_sigterm() -> None:
+    """SIGTERM (scancel, walltime) ends the driver like Ctrl-C: clusters close, finished blocks stay."""
+    import signal
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, handler)
