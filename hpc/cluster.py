@@ -35,6 +35,7 @@ from hpc.profile import DaskProfile
 CLUSTER_KINDS = ("local", "slurm", "scheduler")
 PLUGIN_NAME = "varith-torch-setup"
 
+
 @dataclass(frozen=True)
 class ClusterSpec:
     """Where block tasks run. `n_tasks` (the blocks to do) bounds how many SLURM jobs are requested."""
