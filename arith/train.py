@@ -14,6 +14,7 @@ import math
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -175,8 +176,19 @@ def tunable_fields() -> tuple:
     return tuple(f for f in fields(TrainConfig) if "help" in f.metadata)
 
 
-def newest_checkpoint(run_dir: str | Path) -> Path | None:
-    ckpts = sorted(Path(run_dir, "checkpoints").glob("step_*"))
+@dataclass(frozen=True)
+class TrainPaths:
+    """Where a training run writes: its weights, its train json and its checkpoint folder (the caller names
+    them: hpc.rundir.RunDir.train_paths)."""
+
+    weights: Path
+    train_json: Path
+    checkpoints: Path
+
+
+def newest_checkpoint(checkpoints: str | Path) -> Path | None:
+    """The newest complete accelerate state in a checkpoint folder (`step_XXXXXXXX`), or None."""
+    ckpts = sorted(Path(checkpoints).glob("step_*"))
     return ckpts[-1] if ckpts else None
 
 
@@ -248,13 +260,15 @@ def _insert_spec(cfg: TrainConfig, main_shape: ModelShape) -> tuple[InsertSpec, 
 
 def train(
     cfg: TrainConfig,
-    out_dir: str | Path,
+    paths: TrainPaths,
     resume: bool = True,
     progress: bool = True,
     stop_after: int | None = None,
+    on_progress: Callable[[dict], None] | None = None,
 ) -> TrainResult:
-    """Train `cfg.name` into `out_dir` (the run directory). Returns when done, or after `stop_after` total steps."""
-    out_dir = Path(out_dir)
+    """Train `cfg.name` into `paths`. Returns when done, or after `stop_after` total steps.
+
+    `on_progress(record)` gets {name, step, steps, loss, steps_per_s} every `log_every` steps (main process)."""
     mn = cfg.model_name
     steps = mn.steps
     shape = cfg.shape
@@ -290,10 +304,10 @@ def train(
         ins_sd = {k: v.to(accelerator.device) for k, v in ins_sd.items()}
     live = dict(accelerator.unwrap_model(model).named_parameters())
 
-    if resume and (ckpt := newest_checkpoint(out_dir)) is not None:
+    if resume and (ckpt := newest_checkpoint(paths.checkpoints)) is not None:
         accelerator.load_state(str(ckpt))
-    elif not resume and accelerator.is_main_process and (out_dir / "checkpoints").exists():
-        shutil.rmtree(out_dir / "checkpoints")
+    elif not resume and accelerator.is_main_process and paths.checkpoints.exists():
+        shutil.rmtree(paths.checkpoints)
     accelerator.wait_for_everyone()
 
     from arith.progress import progress as progress_report
@@ -338,24 +352,23 @@ def train(
                 bar.update(done - bar.n)
                 rate = cfg.log_every / max(1e-9, time.monotonic() - t_last)
                 t_last = time.monotonic()
-                atomic_write_json(
-                    out_dir / "progress.json",
-                    {
-                        "name": cfg.name,
-                        "step": done,
-                        "steps": steps,
-                        "loss": state.losses[done - 1],
-                        "steps_per_s": rate,
-                    },
-                )
+                if on_progress is not None:
+                    on_progress(
+                        {
+                            "name": cfg.name,
+                            "step": done,
+                            "steps": steps,
+                            "loss": float(state.losses[done - 1]),
+                            "steps_per_s": rate,
+                        }
+                    )
         if done % cfg.checkpoint_every == 0 or (done == end and done < steps):
             sync_losses()
-            _save_checkpoint(accelerator, out_dir, done)
+            _save_checkpoint(accelerator, paths.checkpoints, done)
     bar.close()
     sync_losses()
 
-    weights = out_dir / f"{cfg.name}.pth"
-    train_json = out_dir / f"{cfg.name}_train.json"
+    weights, train_json = paths.weights, paths.train_json
     complete = state.step >= steps
     if complete and accelerator.is_main_process:
         unwrapped = accelerator.unwrap_model(model)
@@ -368,8 +381,7 @@ def train(
     return TrainResult(cfg.name, weights, train_json, state.step, complete, final)
 
 
-def _save_checkpoint(accelerator, out_dir: Path, step: int) -> None:
-    ckdir = out_dir / "checkpoints"
+def _save_checkpoint(accelerator, ckdir: Path, step: int) -> None:
     final = ckdir / f"step_{step:08d}"
     tmp = ckdir / f".tmp_step_{step:08d}"
     if accelerator.is_main_process:

@@ -43,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from arith.train import TrainConfig, train
     from hpc import markers
+    from hpc.rundir import RunDir
     from jobs.cli import main as cli
 
     arch = f"add_d2_l1_h3_t{args.steps}" if args.steps < 1000 else f"add_d2_l1_h3_t{args.steps // 1000}K"
@@ -93,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
             for seed in seeds:
                 name = f"{arch}_s{seed}"
                 cfg = TrainConfig(name=name, d_model=args.d_model, d_head=args.d_head)
-                train(cfg, Path(tmp) / "seq" / name, resume=False, progress=False)
+                train(cfg, RunDir.of(Path(tmp) / "seq", name).train_paths(), resume=False, progress=False)
             one_process = time.perf_counter() - t0
         finally:
             torch.set_num_threads(threads)

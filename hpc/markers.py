@@ -74,10 +74,6 @@ class Marker:
         return d
 
 
-def weights_path(run_dir: str | Path) -> Path:
-    return RunDir(run_dir).weights
-
-
 @contextlib.contextmanager
 def _locked(run_dir: Path, timeout: float | None = None) -> Iterator[None]:
     """Exclusive flock on the run's lock file; TimeoutError after `timeout` seconds (None: wait as long as

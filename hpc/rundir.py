@@ -99,6 +99,12 @@ class RunDir:
     def lock(self) -> Path:
         return self.path / LOCK
 
+    def train_paths(self):
+        """Where training writes (arith.train.TrainPaths): weights, train json, checkpoints."""
+        from arith.train import TrainPaths
+
+        return TrainPaths(self.weights, self.train_json, self.checkpoints)
+
     def is_run(self) -> bool:
         """A run folder has a marker or a manifest."""
         return self.marker.is_file() or self.manifest.is_file()

@@ -19,12 +19,26 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from arith.files import atomic_write_json
 from hpc import markers, scheduler
+from hpc.rundir import RunDir
 
 
 def error_line(exc: BaseException) -> str:
     """`Type: first line of the message`, the form markers keep."""
     return f"{type(exc).__name__}: {exc}".splitlines()[0]
+
+
+def train_run(run: RunDir, cfg, *, resume: bool = True, progress: bool = True, stop_after: int | None = None):
+    """Train `cfg` into the run folder (arith.train.train with its paths; progress.json kept up to date)."""
+    from arith.train import train
+
+    def write_progress(record: dict) -> None:
+        atomic_write_json(run.progress, record)
+
+    return train(
+        cfg, run.train_paths(), resume=resume, progress=progress, stop_after=stop_after, on_progress=write_progress
+    )
 
 
 def finish_run(run_dir: str | Path, result, cfg, **meta) -> None:

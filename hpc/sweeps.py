@@ -21,7 +21,7 @@ from arith.names import expand_arch
 from hpc import markers, runs, scheduler
 from hpc.launcher import Handle, LaunchConfig, Launcher, Task, afterok, render_sbatch, slurm_groups
 from hpc.profile import check_keys, read_toml
-from jobs.train_task import RunSpec, TrainTask
+from hpc.training import RunSpec, TrainTask
 
 NEVER_STARTS_PREFIX = "slurm will never start"
 SWEEP_FILE_KEYS = (

@@ -28,9 +28,9 @@ from arith.names import parse_seed
 from hpc.launcher import BACKENDS, LaunchConfig, resolve_cluster
 from hpc.profile import SLURM_FLAG_HELP, check_keys, resolve_slurm
 from hpc.sweeps import SweepOptions, SweepRequest, read_sweep_file, run_sweep
+from hpc.training import TRAIN_OVERRIDES
 from jobs.status import format_table
 from jobs.train import add_train_flags
-from jobs.train_task import TRAIN_OVERRIDES
 
 HELP = "Train one run per (architecture, seed) on SLURM, locally or in-process; skip done runs, retry failed."
 

@@ -9,7 +9,8 @@ from pathlib import Path
 from arith.errors import InputError
 from arith.files import require_writable_dir
 from arith.names import parse_pair, resolve_pair
-from arith.train import TrainConfig, train, tunable_fields
+from arith.train import TrainConfig, tunable_fields
+from hpc.rundir import RunDir
 
 HELP = "train a model named by the grammar (e.g. add_d6_l2_h3_t15K_s372001, or 'ins1_mix_...,add_...')"
 
@@ -57,7 +58,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     insert_weights = args.insert
     if main.insert_mode and insert_weights is None:
         insert = resolve_pair(main, insert)
-        insert_weights = str(Path(args.out) / insert.format() / f"{insert.format()}.pth")
+        insert_weights = str(RunDir.of(args.out, insert.format()).weights)
     if insert_weights is not None and not Path(insert_weights).is_file():
         raise InputError(f"insert weights {insert_weights}: no such file (train the addition model first)")
     settings = {f.name: getattr(args, f.name) for f in tunable_fields()}
@@ -69,12 +70,15 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(args)
     require_writable_dir(args.out, "--out")  # before any work: an unwritable folder would lose the run
-    out = Path(args.out) / cfg.name
+    run_dir = RunDir.of(args.out, cfg.name)
+    out = run_dir.path
     rank0 = int(os.environ.get("RANK", "0")) == 0  # under DDP only rank 0 keeps the run's marker
     if rank0:  # `varith status` shows runs trained directly too
         markers.mark_running(out, None, "cli", None, None)
     try:
-        result = train(cfg, out, resume=args.resume, progress=not args.no_progress, stop_after=args.stop_after)
+        result = runs.train_run(
+            run_dir, cfg, resume=args.resume, progress=not args.no_progress, stop_after=args.stop_after
+        )
         if rank0 and result.complete:
             runs.finish_run(out, result, cfg)
     except BaseException as exc:
@@ -86,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
             runs.fail_run(out, f"stopped at step {result.steps_done} (--stop-after); run again to continue")
         print(
             f"{cfg.name}: stopped after {result.steps_done} steps "
-            f"(checkpoint in {out / 'checkpoints'}); run again to continue"
+            f"(checkpoint in {run_dir.checkpoints}); run again to continue"
         )
         return 0
     print(f"{cfg.name}: {result.steps_done} steps, final loss {result.final_loss:.3g}")

@@ -16,12 +16,20 @@ DEMO_KW = dict(d_model=64, d_head=16, lr=3e-3, log_every=500, checkpoint_every=1
 @pytest.fixture(scope="session")
 def demo_model(tmp_path_factory) -> Path:
     """Weights of a trained 2-digit addition model (about 20 s on 2 cores). Returns the .pth path."""
-    from arith.train import TrainConfig, train
+    from arith.train import TrainConfig
 
     out = tmp_path_factory.mktemp("runs") / DEMO_NAME
-    result = train(TrainConfig(DEMO_NAME, **DEMO_KW), out, resume=False, progress=False)
+    result = train_in(TrainConfig(DEMO_NAME, **DEMO_KW), out, resume=False, progress=False)
     assert result.complete
     return result.weights
+
+
+def train_in(cfg, folder: Path, **kw):
+    """arith.train.train into `folder` laid out as a run folder (`folder/<name>.pth`, ...)."""
+    from arith.train import train
+    from hpc.rundir import RunDir
+
+    return train(cfg, RunDir(folder, cfg.name).train_paths(), **kw)
 
 
 def varith(*args: str, stdin: str | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:

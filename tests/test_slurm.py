@@ -20,7 +20,9 @@ import torch
 
 from hpc import launcher, markers, profile, scheduler
 from hpc import runs as run_state
+from hpc.rundir import RunDir
 from jobs.cli import main
+from tests.conftest import train_in
 
 ROOT = Path(__file__).resolve().parents[1]
 CI_PROFILE = ROOT / "hpc" / "profiles" / "ci.toml"
@@ -71,12 +73,12 @@ def wait_for(predicate, timeout: float, what: str, every: float = 0.5):
 
 def single_process_weights(tmp_path: Path, name: str, **overrides) -> dict[str, torch.Tensor]:
     """The same run trained here, in one process, uninterrupted."""
-    from arith.train import TrainConfig, train
+    from arith.train import TrainConfig
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        res = train(
+        res = train_in(
             TrainConfig(name=name, d_model=32, d_head=8, **overrides),
             tmp_path / "ref" / name,
             resume=False,
@@ -88,7 +90,7 @@ def single_process_weights(tmp_path: Path, name: str, **overrides) -> dict[str, 
 
 
 def load(runs: Path, name: str) -> dict[str, torch.Tensor]:
-    return torch.load(markers.weights_path(runs / name), weights_only=True)
+    return torch.load(RunDir.of(runs, name).weights, weights_only=True)
 
 
 def test_two_seed_sweep_lands_artifacts(tmp_path, capsys):

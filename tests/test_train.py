@@ -9,9 +9,10 @@ from arith.insert import InsertSpec, first_copy, periodic_copy
 from arith.model import ModelShape, Transformer
 from arith.questions import exhaustive_block
 from arith.scoring import score
-from arith.train import TrainConfig, newest_checkpoint, train
+from arith.train import TrainConfig, newest_checkpoint
 from arith.vocab import ADD, encode
 from arith.weights import load_model, model_info
+from tests.conftest import train_in
 
 TINY = dict(d_model=32, d_head=8, lr=1e-3, log_every=20, checkpoint_every=50)
 
@@ -45,12 +46,12 @@ def test_train_json_has_the_current_format(demo_model):
 
 def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path):
     cfg = TrainConfig("mix_d2_l1_h3_t200_s111111", **TINY)
-    whole = train(cfg, tmp_path / "whole", resume=False, progress=False)
-    part = train(cfg, tmp_path / "part", resume=False, progress=False, stop_after=120)
+    whole = train_in(cfg, tmp_path / "whole", resume=False, progress=False)
+    part = train_in(cfg, tmp_path / "part", resume=False, progress=False, stop_after=120)
     assert not part.complete and part.steps_done == 120
-    assert newest_checkpoint(tmp_path / "part").name == "step_00000120"
+    assert newest_checkpoint(tmp_path / "part" / "checkpoints").name == "step_00000120"
     assert not part.weights.exists()
-    rest = train(cfg, tmp_path / "part", resume=True, progress=False)
+    rest = train_in(cfg, tmp_path / "part", resume=True, progress=False)
     assert rest.complete and rest.steps_done == 200
     a = torch.load(whole.weights, weights_only=True)
     b = torch.load(rest.weights, weights_only=True)
@@ -63,8 +64,8 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path):
 
 
 def test_different_seeds_give_different_models(tmp_path):
-    a = train(TrainConfig("add_d2_l1_h3_t20_s111111", **TINY), tmp_path / "a", progress=False)
-    b = train(TrainConfig("add_d2_l1_h3_t20_s222222", **TINY), tmp_path / "b", progress=False)
+    a = train_in(TrainConfig("add_d2_l1_h3_t20_s111111", **TINY), tmp_path / "a", progress=False)
+    b = train_in(TrainConfig("add_d2_l1_h3_t20_s222222", **TINY), tmp_path / "b", progress=False)
     wa = torch.load(a.weights, weights_only=True)["embed.W_E"]
     wb = torch.load(b.weights, weights_only=True)["embed.W_E"]
     assert not torch.equal(wa, wb)
@@ -124,9 +125,9 @@ def test_ins2_recopies_useful_heads_into_the_rightmost_slots():
 
 
 def test_ins1_training_starts_from_the_addition_model(tmp_path):
-    add = train(TrainConfig("add_d2_l1_h3_t20_s111111", **TINY), tmp_path / "add", progress=False)
+    add = train_in(TrainConfig("add_d2_l1_h3_t20_s111111", **TINY), tmp_path / "add", progress=False)
     cfg = TrainConfig("ins1_mix_d2_l2_h3_t20_s111111", insert_weights=str(add.weights), **TINY)
-    res = train(cfg, tmp_path / "ins", progress=False)
+    res = train_in(cfg, tmp_path / "ins", progress=False)
     assert res.complete
     conf = json.loads(res.train_json.read_text())["Config"]
     assert conf["insert_mode"] == 1 and conf["perc_sub"] == 80 and conf["insert_n_layers"] == 1
@@ -134,7 +135,7 @@ def test_ins1_training_starts_from_the_addition_model(tmp_path):
 
 def test_bf16_paths_run_on_cpu(tmp_path, demo_model):
     """The GPU configuration (bf16 autocast) exercised on CPU: training runs, scoring agrees with fp32."""
-    res = train(TrainConfig("add_d2_l1_h3_t20_s111111", precision="bf16", **TINY), tmp_path / "bf16", progress=False)
+    res = train_in(TrainConfig("add_d2_l1_h3_t20_s111111", precision="bf16", **TINY), tmp_path / "bf16", progress=False)
     assert res.complete and np.isfinite(res.final_loss)
     shape, n, _ = model_info(demo_model)
     model = load_model(demo_model, shape)

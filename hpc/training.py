@@ -25,6 +25,7 @@ import submitit
 
 from arith.train import tunable_fields
 from hpc import markers, runs
+from hpc.rundir import RunDir
 
 # TrainConfig fields a sweep may override (the name carries op, digits, layers, heads, steps and seed)
 TRAIN_OVERRIDES = tuple(f.name for f in tunable_fields())
@@ -49,7 +50,7 @@ class RunSpec:
     def insert_weights(self) -> Path | None:
         if self.insert is None:
             return None
-        return markers.weights_path(Path(self.runs_dir) / self.insert)
+        return RunDir.of(self.runs_dir, self.insert).weights
 
     def train_config(self):
         """The arith.train TrainConfig for this run (validates the name and the overrides: InputError)."""
@@ -72,7 +73,7 @@ def _job_environment():
 
 
 def _log(msg: str) -> None:
-    print(f"[train_task {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+    print(f"[train {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
 class TrainTask(submitit.helpers.Checkpointable):
@@ -162,13 +163,14 @@ class TrainTask(submitit.helpers.Checkpointable):
 
 
 def _train(spec: RunSpec, rank: int) -> dict:
-    from arith.train import newest_checkpoint, train
+    from arith.train import newest_checkpoint
 
     cfg = spec.train_config()
-    ckpt = newest_checkpoint(spec.run_dir)
+    run = RunDir(spec.run_dir)
+    ckpt = newest_checkpoint(run.checkpoints)
     if ckpt is not None and rank == 0:
         _log(f"{spec.name}: resuming from {ckpt}")
-    result = train(cfg, spec.run_dir, resume=True, progress=False)
+    result = runs.train_run(run, cfg, resume=True, progress=False)
     if not result.complete:
         raise RuntimeError(f"training stopped at step {result.steps_done} before the end")
     if rank == 0:
