@@ -8,6 +8,7 @@ write atomically, under a lock on the folder):
       "exhaustive": {report of the last exhaustive run},
       "random":     {report of the last random run},
       "handpicked": {...},
+      "generated":  {...},
       "tricase":    {...}
     }
 
@@ -47,7 +48,7 @@ _FAMILY = {
 }
 # question-class rows (ADD, SUB, NEG, MUL) per operation (ADD, SUB, MUL)
 OP_ROWS = {0: [0], 1: [1, 2], 2: [3]}
-SUITE_KEYS = ("exhaustive", "random", "handpicked", "tricase")
+SUITE_KEYS = ("exhaustive", "random", "handpicked", "generated", "tricase")
 NINES = ((1, "six 9s"), (10, "five 9s"), (100, "four 9s"), (1000, "three 9s"), (10000, "two 9s"))
 
 

@@ -118,3 +118,40 @@ def behavior_records(
             tags += attention_tags(attention[node.layer, node.num, node.position])
         records.append(node.record(tags))
     return records
+
+
+MAJOR_TAGS = (
+    ("Fail%", "Impact", "Attn", "Algo", "Math.Add", "Math.Sub", "Math.Neg", "PCA")
+    + ("Posn", "ACDC", "Math", "Math.Mul", "Unknown")  # reserved by the reference
+    + tuple(f"{kind}.{i}" for kind in ("Logic", "Spare") for i in range(1, 5))
+)
+
+
+def load_records(path) -> list[dict]:
+    """A behaviour or maths file read back, checked against the schema of upstream_spec 7.1 (InputError with
+    the first problem): a JSON array of {position, layer, is_head, num, tags} with one ':' per tag."""
+    import json
+    from pathlib import Path
+
+    from arith.errors import InputError
+
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(f"behaviour file {path}: unreadable ({type(exc).__name__})") from None
+    if not isinstance(data, list):
+        raise InputError(f"behaviour file {path}: expected a JSON array of nodes")
+    keys = {"position", "layer", "is_head", "num", "tags"}
+    for i, rec in enumerate(data):
+        if not isinstance(rec, dict) or set(rec) != keys:
+            raise InputError(f"behaviour file {path}: node {i} does not have exactly the keys {sorted(keys)}")
+        ints = (rec["position"], rec["layer"], rec["num"])
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in ints):
+            raise InputError(f"behaviour file {path}: node {i} has a position, layer or num that is not a count")
+        if not isinstance(rec["is_head"], bool) or not isinstance(rec["tags"], list):
+            raise InputError(f"behaviour file {path}: node {i} has a bad is_head or tags")
+        for tag in rec["tags"]:
+            if not isinstance(tag, str) or tag.count(":") != 1 or tag.split(":")[0] not in MAJOR_TAGS:
+                raise InputError(f"behaviour file {path}: node {i} has a malformed tag {tag!r}")
+    return data

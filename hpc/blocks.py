@@ -83,16 +83,19 @@ def run_blocks(
     max_blocks: int | None = None,
     desc: str = "blocks",
 ) -> int:
-    """Run `work` for `blocks` on the cluster behind `client`; returns how many finished in this call.
+    """Run `work` for `blocks` on the cluster behind `client` (None: in this process, one after another);
+    returns how many finished in this call.
 
     `on_block(done_in_this_call)` is called after each finished block (tests use it to kill a worker);
     `max_blocks` stops early (cancelling the rest) after that many, like an interrupted driver.
     """
+    if not blocks:
+        return 0
+    if client is None:
+        return _run_here(work, blocks, progress, initial, total, on_block, max_blocks, desc)
     from distributed import as_completed
     from distributed.scheduler import KilledWorker
 
-    if not blocks:
-        return 0
     futures = client.map(
         _run_one,
         blocks,
@@ -131,6 +134,25 @@ def run_blocks(
         bar.close()
         if live:
             client.cancel(list(live.values()))
+    return finished
+
+
+def _run_here(work, blocks, progress, initial, total, on_block, max_blocks, desc) -> int:
+    """The same blocks one after another in this process (no Dask): `--cluster none`, tests."""
+    sums: dict[str, int] = {}
+    finished = 0
+    with progress_report(total or len(blocks), desc=desc, unit="block", initial=initial, enabled=progress) as bar:
+        for k in blocks:
+            _k, counters = _run_one(k, work)
+            finished += 1
+            for name, value in counters.items():
+                sums[name] = sums.get(name, 0) + int(value)
+            bar.set_postfix(**{name: f"{value:,}" for name, value in sums.items()}, refresh=False)
+            bar.update(1)
+            if on_block is not None:
+                on_block(finished)
+            if max_blocks is not None and finished >= max_blocks:
+                break
     return finished
 
 

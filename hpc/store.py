@@ -310,7 +310,9 @@ def _remove_tree(path: Path, root: Path) -> None:
         path.unlink()
 
 
-def _check_metadata(root: Path, group_path: str, specs: dict, fresh: bool, log: TextIO) -> None:
+def _check_metadata(
+    root: Path, group_path: str, specs: dict, fresh: bool, log: TextIO, fingerprint: dict | None = None
+) -> None:
     """Raw checks of every metadata file the group `group_path` depends on, before zarr parses any of them.
 
     Damaged root or intermediate group metadata: InputError, or with `fresh` rewritten (root: only for a store
@@ -373,6 +375,8 @@ def _check_metadata(root: Path, group_path: str, specs: dict, fresh: bool, log: 
         # never completed by a driver (no fingerprint yet): nothing in it can be trusted, rebuild it
         _remove_tree(group, root)
         return
+    if fingerprint is not None and meta["attributes"]["fingerprint"] != fingerprint:
+        raise _other_settings(f"{root}/{group_path}", meta["attributes"]["fingerprint"], fingerprint)
     for name, (shape, dtype) in specs.items():
         path = group / name / "zarr.json"
         try:
@@ -385,6 +389,21 @@ def _check_metadata(root: Path, group_path: str, specs: dict, fresh: bool, log: 
         for key in _META_KEYS:
             if ameta.get(key) != wanted[key]:
                 refuse(path, f"{key} {json.dumps(ameta.get(key))[:80]} here, {json.dumps(wanted[key])[:80]} expected")
+
+
+def _other_settings(location: str, stored: dict, wanted: dict) -> InputError:
+    """One line: the group was made by other weights or settings, and what differs."""
+    if not isinstance(stored, dict):
+        stored = {}
+    if stored.get("weights_sha256") != wanted.get("weights_sha256"):
+        what = "other weights"
+        here, asked = str(stored.get("weights_sha256"))[:12], str(wanted.get("weights_sha256"))[:12]
+        detail = f"sha256 {here}... here, {asked}... asked"
+    else:
+        what, detail = "other settings", _first_difference(stored, wanted)
+    return InputError(
+        f"store {location} was made by {what} ({detail}); pass --fresh to discard it or --store to use another"
+    )
 
 
 def _open_root(root: Path):
@@ -413,7 +432,7 @@ def prepare_group(
     fingerprint = json.loads(json.dumps(fingerprint))
     specs = dict(specs) | {"done": ((handle.n_blocks,), "uint8")}
     if root.is_dir():
-        _check_metadata(root, handle.path, specs, fresh, log)
+        _check_metadata(root, handle.path, specs, fresh, log, fingerprint)
     g_root = _open_root(root)
     parent_path, _, leaf = handle.path.rpartition("/")
     try:
@@ -426,16 +445,7 @@ def prepare_group(
         if stored is None:
             _remove_tree(root / handle.path, root)
         elif stored != fingerprint:
-            if stored.get("weights_sha256") != fingerprint.get("weights_sha256"):
-                what = "other weights"
-                here, asked = str(stored.get("weights_sha256"))[:12], str(fingerprint.get("weights_sha256"))[:12]
-                detail = f"sha256 {here}... here, {asked}... asked"
-            else:
-                what, detail = "other settings", _first_difference(stored, fingerprint)
-            raise InputError(
-                f"store {handle.location} was made by {what} ({detail}); "
-                "pass --fresh to discard it or --store to use another"
-            )
+            raise _other_settings(handle.location, stored, fingerprint)
         else:
             handle.validate(log)
             return handle

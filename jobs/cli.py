@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "predict": "jobs.predict",
     "classify": "jobs.classify",
     "verify": "jobs.verify",
+    "ablate": "jobs.ablate",
     "sweep": "jobs.sweep",
     "status": "jobs.status",
 }

@@ -21,6 +21,7 @@ from arith.verify import (
     DEFAULT_CAP,
     ONE_M_SEED,
     ExhaustiveSuite,
+    GeneratedSuite,
     HandpickedSuite,
     RandomSuite,
     TricaseSuite,
@@ -38,7 +39,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     what.add_argument("--exhaustive", action="store_true", help="every operand pair, per operation")
     what.add_argument("--questions", type=int, metavar="N", help="N random questions per operation")
     what.add_argument(
-        "--suite", choices=["handpicked", "tricase"], help="a curated suite: handpicked or tricase questions"
+        "--suite",
+        choices=["handpicked", "generated", "tricase"],
+        help="a curated suite: handpicked (the reference's literal lists), generated (20 per complexity class, "
+        "by rule) or tricase questions",
     )
     p.add_argument(
         "--ops", help="operations to test, comma-separated from add, sub, mul (default: those the model was trained on)"
@@ -84,6 +88,8 @@ def suite_from_args(args, n_digits: int, ops: tuple[int, ...]):
         )
     if args.suite == "handpicked":
         return HandpickedSuite(n_digits, ops)
+    if args.suite == "generated":
+        return GeneratedSuite(n_digits, ops)
     return TricaseSuite(n_digits, ops)
 
 
