@@ -24,6 +24,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from arith.errors import InputError
+from arith.files import require_writable_dir
 from arith.names import parse_seed
 from hpc.launcher import BACKENDS, LaunchConfig, resolve_cluster
 from hpc.profile import SLURM_FLAG_HELP, check_keys, resolve_slurm
@@ -156,7 +157,10 @@ def options_from_args(args) -> SweepOptions:
 
 
 def run(args) -> int:
-    outcome = run_sweep(options_from_args(args))
+    options = options_from_args(args)
+    if not options.dry_run:  # before any job: an unwritable folder would lose every run
+        require_writable_dir(options.request.runs_dir, "--runs-dir")
+    outcome = run_sweep(options)
     if outcome is None:  # dry run, or submitted without waiting
         return 0
     print(format_table(list(outcome.rows)))

@@ -145,3 +145,12 @@ def test_a_misspelt_marker_field_is_named_not_swallowed(tmp_path):
         markers.read_marker(run)
     proc = user("status", cwd=tmp_path)
     assert_one_line_error(proc, "stpes_done")
+
+
+def test_an_unwritable_runs_dir_is_refused_before_any_job(tmp_path):
+    (tmp_path / "afile").write_text("not a folder")
+    proc = user(
+        "sweep", "--seeds", "123456", "--archs", "add_d2_l1_h3_t40", "--cluster", "local", "--runs-dir", "afile/runs",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert_one_line_error(proc, "--runs-dir", "not writable")
