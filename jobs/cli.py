@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "classify": "jobs.classify",
     "verify": "jobs.verify",
     "ablate": "jobs.ablate",
+    "algo": "jobs.algo",
     "sweep": "jobs.sweep",
     "status": "jobs.status",
 }
