@@ -55,14 +55,18 @@ def sha256_file(path: str | Path) -> str:
 
 
 def require_writable_dir(path: str | Path, what: str) -> Path:
-    """Create `path` (and its parents) if needed and check that files can be written there, before any work
-    starts. Returns the absolute path; an InputError naming `what` (e.g. "--out") otherwise."""
+    """Check, before any work starts, that files can be written in `path` (a folder, existing or to be made):
+    it or its nearest existing parent must be a writable folder. Nothing is created. Returns the absolute path;
+    an InputError naming `what` (e.g. "--out") otherwise."""
     path = Path(path).absolute()
-    if path.exists() and not path.is_dir():
-        raise InputError(f"{what} {path}: exists and is not a directory")
+    probe_dir = path
+    while not probe_dir.exists() and probe_dir != probe_dir.parent:
+        probe_dir = probe_dir.parent
+    if not probe_dir.is_dir():
+        where = path if probe_dir == path else f"{path} ({probe_dir} is not a folder)"
+        raise InputError(f"{what} {where}: not writable (Not a directory)")
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".write-check.", dir=path)
+        fd, probe = tempfile.mkstemp(prefix=".write-check.", dir=probe_dir)
         os.close(fd)
         os.unlink(probe)
     except OSError as exc:

@@ -61,12 +61,16 @@ def test_worker_killed_at_any_moment_changes_nothing(model, truth, tmp_path, mom
         deadline = time.time() + 120
         while not worker_processes(driver) and proc.poll() is None and time.time() < deadline:
             time.sleep(0.02)
-        if moment == "mid-run":
-            done = store / "verify" / "random" / "done" / "c"
-            while proc.poll() is None and time.time() < deadline and not (done.is_dir() and len(os.listdir(done)) >= 3):
-                time.sleep(0.02)
-        else:
-            time.sleep(moment)
+        done = store / "verify" / "random" / "done" / "c"
+
+        def blocks_done() -> int:
+            return len(os.listdir(done)) if done.is_dir() else 0
+
+        # at the moment, or at the latest once half the blocks are done (a fast machine may finish in 3 s)
+        until = deadline if moment == "mid-run" else time.time() + moment
+        enough = 3 if moment == "mid-run" else SUITE.n_blocks // 2
+        while proc.poll() is None and time.time() < until and blocks_done() < enough:
+            time.sleep(0.02)
         victims = worker_processes(driver)
         assert proc.poll() is None and victims, "the run ended before a worker could be killed"
         os.kill(victims[0].pid, signal.SIGKILL)
