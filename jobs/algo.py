@@ -75,8 +75,8 @@ def run(args: argparse.Namespace) -> int:
         ((job, records),) = ablation.run_many([job], ab_settings, spec)
         ablation.write_outputs(job, ab_settings, records)
         print(f"{job.model.name}: {len(records)} useful nodes -> {job.out}")
-    elif args.question_file:
-        print(f"using {run_dir.behavior_json} (already there; --question-file is for the ablation)")
+    else:
+        _note_other_ablation(run_dir.behavior_json, "compat" if args.compat else "corrected", args.question_file)
     job = algo_run.job_for(weights, store=args.store)
     records = algo_run.run(job, settings, spec)
     out = algo_run.write_outputs(job, records)
@@ -88,3 +88,19 @@ def run(args: argparse.Namespace) -> int:
         for claim, holds in check_claims(records, job.model.ops, job.model.n_digits):
             print(f"{'holds' if holds else 'FAILS'}: {claim}")
     return 0
+
+
+def _note_other_ablation(behavior, mode: str, question_file: str | None) -> None:
+    """The behaviour file is used as it is; say so when it was made another way than this run asks."""
+    import json
+    import sys
+
+    sidecar = behavior.with_name(behavior.name[: -len(".json")] + ".meta.json")
+    try:
+        made = json.loads(sidecar.read_text()).get("mode")
+    except (OSError, ValueError, AttributeError):
+        made = None
+    if made and made != mode:
+        print(f"note: using {behavior}, made by the {made} ablation (varith ablate to redo it)", file=sys.stderr)
+    if question_file:
+        print(f"note: using {behavior} as it is; --question-file is for the ablation", file=sys.stderr)

@@ -331,5 +331,55 @@ def test_cli_runs_the_ablation_first_and_checks(demo_model, tmp_path):
     assert len(maths) == len(behavior) > 0
     assert "holds: A0.SA at or before P8" in proc.stdout
     assert "useful nodes have an algorithmic purpose" in proc.stdout
+    # the behaviour file is reused as it is, with a note when the ablation was made the other way
+    proc = varith("algo", str(folder / f"{DEMO_NAME}.pth"), "--cluster", "none", "--compat", "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    assert "made by the corrected ablation" in proc.stderr
+    assert json.loads((folder / f"{DEMO_NAME}_maths.json").read_text()) is not None
     proc = varith("algo", str(folder / "missing.pth"), "--cluster", "none")
     assert proc.returncode == 2 and "no such weights file" in proc.stderr
+
+
+def _synthetic_records(layout: Layout, layers: int, heads: int) -> list[dict]:
+    """Every head at every position useful; the heads of one (position, layer) attend D_a and D'_a with
+    a = (position + layer) mod n, and the operator and sign a little; impact on every digit."""
+    n = layout.n_digits
+    digits = "".join(str(d) for d in range(n + 1, -1, -1))
+    out = []
+    for p in range(layout.n_ctx):
+        for layer in range(layers):
+            a = (p + layer) % n
+            attn = [f"Attn:P{n - 1 - a}=45", f"Attn:P{2 * n - a}=30", f"Attn:P{n}=12", f"Attn:P{2 * n + 2}=12"]
+            for h in range(heads):
+                tags = ["Fail%:5", f"Impact:A{digits}", "Math.Add:S012", "Math.Sub:M012", *attn]
+                out.append(_rec(p, layer, h, tags))
+    return out
+
+
+def test_mixed_model_search_through_the_store_equals_in_process(tmp_path):
+    """Every subtraction task too (a random 2-layer mixed model, synthetic behaviour): the stored blocks and
+    the reduction give what the in-process search gives."""
+    from hpc import algo_run
+
+    n, name = 2, "mix_d2_l2_h3_t300_s100001"
+    layout = Layout(n)
+    model = _random_model(n, layers=2, seed=3)
+    folder = tmp_path / name
+    folder.mkdir()
+    torch.save(model.state_dict(), folder / f"{name}.pth")
+    records = _synthetic_records(layout, 2, 3)
+    (folder / f"{name}_behavior.json").write_text(json.dumps(records))
+    job = algo_run.job_for(folder / f"{name}.pth")
+    assert job.model.ops == (ADD, SUB)
+    stored = algo_run.analyse(None, job, algo_run.Settings(progress=False))
+    here = algo.run_search(model, records, (ADD, SUB), n, compat=False, pure_add=False)
+    assert stored == here
+    plans = algo.plan(records, at.notebook_order((ADD, SUB)), n, compat=False)
+    assert [tp.code for tp in plans] == ["SS", "SC", "SA", "ST", "MD", "MB", "MT", "ND", "NB", "GT"]
+    assert all(tp.n_trials for tp in plans)
+    tags = {t for r in stored for t in r["tags"]}
+    assert "Algo:OPR" in tags and "Algo:SGN" in tags  # heads attending both keep both
+    # compat filters see other candidates (P1 in "P12" ...), so the store keeps the two modes apart
+    compat = algo_run.analyse(None, job, algo_run.Settings(compat=True, progress=False))
+    assert compat == algo.run_search(model, records, (ADD, SUB), n, compat=True, pure_add=False)
+    assert (folder / f"{name}.zarr" / "algo" / "compat" / "trials").is_dir()
