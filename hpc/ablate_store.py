@@ -29,6 +29,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from arith.model import ModelShape
 from arith.vocab import D_VOCAB
 from hpc.store import BlockGroup
 
@@ -71,11 +72,7 @@ class QuestionsGroup(BlockGroup):
 class SurveyGroup(BlockGroup):
     n_questions: int = 0
     n_digits: int = 0
-    n_layers: int = 0
-    n_heads: int = 0
-    d_model: int = 0
-    d_head: int = 0
-    d_mlp: int = 0
+    shape: ModelShape | None = None
     save_mlp: bool = False
 
     SUMS: ClassVar[tuple[str, ...]] = tuple(f"sum_{a}_{b}" for a in ("z", "mlp", "resid") for b in ("all", "kept"))
@@ -86,8 +83,8 @@ class SurveyGroup(BlockGroup):
         return (*base, "mlp") if self.save_mlp else base
 
     def specs(self) -> dict:
-        c, L, P = self.n_blocks, self.n_layers, 3 * self.n_digits + 4
-        H, dh, d, m, a = self.n_heads, self.d_head, self.d_model, self.d_mlp, self.n_digits + 2
+        s, c, P, a = self.shape, self.n_blocks, 3 * self.n_digits + 4, self.n_digits + 2
+        L, H, dh, d, m = s.n_layers, s.n_heads, s.d_head, s.d_model, s.d_mlp
         out = {
             "n_rows": ((c,), "int64"),
             "correct": ((c, CHUNK), "uint8"),
@@ -124,20 +121,17 @@ class SurveyGroup(BlockGroup):
 @dataclass(frozen=True)
 class MeansGroup(BlockGroup):
     n_digits: int = 0
-    n_layers: int = 0
-    n_heads: int = 0
-    d_model: int = 0
-    d_head: int = 0
-    d_mlp: int = 0
+    shape: ModelShape | None = None
 
     DATA_ARRAYS: ClassVar[tuple[str, ...]] = ("z", "mlp", "resid", "attention", "n_kept")
 
     def specs(self) -> dict:
-        L, P, H = self.n_layers, 3 * self.n_digits + 4, self.n_heads
+        s, P = self.shape, 3 * self.n_digits + 4
+        L, H = s.n_layers, s.n_heads
         return {
-            "z": ((1, L, P, H, self.d_head), "float32"),
-            "mlp": ((1, L, P, self.d_mlp), "float32"),
-            "resid": ((1, L, P, self.d_model), "float32"),
+            "z": ((1, L, P, H, s.d_head), "float32"),
+            "mlp": ((1, L, P, s.d_mlp), "float32"),
+            "resid": ((1, L, P, s.d_model), "float32"),
             "attention": ((1, L, H, P, P), "float32"),
             "n_kept": ((1,), "int64"),
         }

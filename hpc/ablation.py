@@ -92,7 +92,7 @@ def _kept_tokens(survey_group: st.SurveyGroup, questions: st.QuestionsGroup, c: 
 def _means(group: st.MeansGroup, token: str) -> Means:
     """The stored means (read once per worker process; `token` names the weights, questions and mode)."""
     data = group.read_checked()
-    L = group.n_layers
+    L = group.shape.n_layers
     return Means(
         [torch.from_numpy(data["z"][0, i]) for i in range(L)],
         [torch.from_numpy(data["mlp"][0, i]) for i in range(L)],
@@ -252,13 +252,8 @@ def _groups(job: Job, settings: Settings):
     q = len(job.op)
     nq = st.n_chunks(q)
     questions = st.QuestionsGroup(root, _path(settings, "questions"), 1, q, m.n_digits)
-    survey_group = st.SurveyGroup(
-        root, _path(settings, "survey"), nq, q, m.n_digits, s.n_layers, s.n_heads, s.d_model, s.d_head, s.d_mlp,
-        settings.save_mlp,
-    )  # fmt: skip
-    means = st.MeansGroup(
-        root, _path(settings, "means"), 1, m.n_digits, s.n_layers, s.n_heads, s.d_model, s.d_head, s.d_mlp
-    )
+    survey_group = st.SurveyGroup(root, _path(settings, "survey"), nq, q, m.n_digits, s, settings.save_mlp)
+    means = st.MeansGroup(root, _path(settings, "means"), 1, m.n_digits, s)
     return questions, survey_group, means
 
 

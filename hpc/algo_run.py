@@ -165,6 +165,8 @@ def reduce_store(job: Job, settings: Settings) -> list[dict]:
         stored = dict(zarr.open_group(store=group.root, path=group.path, mode="r").attrs).get("fingerprint")
     except FileNotFoundError:
         stored = None
+    if stored is None:
+        raise InputError(f"store {group.location}: no algorithm search results there; run varith algo first")
     if stored != json.loads(json.dumps(_fingerprint(job, settings))):
         raise InputError(f"store {group.location} was made by other weights, behaviour or settings; run it again")
     return _reduce(job, settings, group, tasks, plans)

@@ -108,22 +108,12 @@ def run_blocks(
     live = {fut.key: fut for fut in futures}
     pending = as_completed(futures, with_results=True, loop=client.loop)
     del futures
-    finished = 0
-    sums: dict[str, int] = {}
-    bar = progress_report(total or len(blocks), desc=desc, unit="block", initial=initial, enabled=progress)
+    tally = _Tally(progress_report(total or len(blocks), desc=desc, unit="block", initial=initial, enabled=progress))
     try:
         for fut, (_k, counters) in pending:
             live.pop(fut.key, None)
             del fut
-            finished += 1
-            for name, value in counters.items():
-                sums[name] = sums.get(name, 0) + int(value)
-            # formatted here (tqdm would print a number as 2e+04), and set before the update that prints it
-            bar.set_postfix(**{name: f"{value:,}" for name, value in sums.items()}, refresh=False)
-            bar.update(1)
-            if on_block is not None:
-                on_block(finished)
-            if max_blocks is not None and finished >= max_blocks:
+            if tally.add(counters, on_block, max_blocks):
                 break
     except KilledWorker as exc:
         raise RuntimeError(
@@ -131,29 +121,39 @@ def run_blocks(
             f"{work.group.location}, rerun to continue"
         ) from exc
     finally:
-        bar.close()
+        tally.bar.close()
         if live:
             client.cancel(list(live.values()))
-    return finished
+    return tally.finished
 
 
 def _run_here(work, blocks, progress, initial, total, on_block, max_blocks, desc) -> int:
     """The same blocks one after another in this process (no Dask): `--cluster none`, tests."""
-    sums: dict[str, int] = {}
-    finished = 0
-    with progress_report(total or len(blocks), desc=desc, unit="block", initial=initial, enabled=progress) as bar:
+    tally = _Tally(progress_report(total or len(blocks), desc=desc, unit="block", initial=initial, enabled=progress))
+    with tally.bar:
         for k in blocks:
-            _k, counters = _run_one(k, work)
-            finished += 1
-            for name, value in counters.items():
-                sums[name] = sums.get(name, 0) + int(value)
-            bar.set_postfix(**{name: f"{value:,}" for name, value in sums.items()}, refresh=False)
-            bar.update(1)
-            if on_block is not None:
-                on_block(finished)
-            if max_blocks is not None and finished >= max_blocks:
+            if tally.add(_run_one(k, work)[1], on_block, max_blocks):
                 break
-    return finished
+    return tally.finished
+
+
+class _Tally:
+    """Finished blocks and their summed counters, shown on the progress report."""
+
+    def __init__(self, bar):
+        self.bar, self.finished, self.sums = bar, 0, {}
+
+    def add(self, counters: dict[str, int], on_block, max_blocks: int | None) -> bool:
+        """Count one finished block; True when `max_blocks` says to stop."""
+        self.finished += 1
+        for name, value in counters.items():
+            self.sums[name] = self.sums.get(name, 0) + int(value)
+        # formatted here (tqdm would print a number as 2e+04), and set before the update that prints it
+        self.bar.set_postfix(**{name: f"{value:,}" for name, value in self.sums.items()}, refresh=False)
+        self.bar.update(1)
+        if on_block is not None:
+            on_block(self.finished)
+        return max_blocks is not None and self.finished >= max_blocks
 
 
 def run_checked(

@@ -95,7 +95,6 @@ def _array_specs(n_blocks: int, n_digits: int, cap: int) -> dict[str, tuple[tupl
         "fail_op": ((n_blocks, cap), "uint8"),
         "fail_pred": ((n_blocks, cap, a), "uint8"),
         "n_fail_kept": ((n_blocks,), "int64"),
-        "done": ((n_blocks,), "uint8"),
     }
 
 
@@ -212,20 +211,4 @@ def prepare_suite(
         raise ValueError(f"suite has {suite.n_blocks} blocks, {n_blocks} given")
     root = Path(root).resolve()
     handle = SuiteStore(str(root), f"{VERIFY_GROUP}/{suite_name}", int(n_blocks), int(n_digits), int(cap), suite)
-    specs = {k: v for k, v in _array_specs(n_blocks, n_digits, cap).items() if k != "done"}
-    return prepare_group(handle, specs, fingerprint, fresh, log or sys.stderr)
-
-
-def _array_specs(n_blocks: int, n_digits: int, cap: int) -> dict[str, tuple[tuple[int, ...], str]]:
-    a = n_digits + 2
-    return {
-        "tested": ((n_blocks, N_QCLASSES, N_CCOLS), "int64"),
-        "failed": ((n_blocks, N_QCLASSES, N_CCOLS), "int64"),
-        "wrong_pos": ((n_blocks, a), "int64"),
-        "fail_x": ((n_blocks, cap, n_digits), "uint8"),
-        "fail_y": ((n_blocks, cap, n_digits), "uint8"),
-        "fail_op": ((n_blocks, cap), "uint8"),
-        "fail_pred": ((n_blocks, cap, a), "uint8"),
-        "n_fail_kept": ((n_blocks,), "int64"),
-        "done": ((n_blocks,), "uint8"),
-    }
+    return prepare_group(handle, _array_specs(n_blocks, n_digits, cap), fingerprint, fresh, log or sys.stderr)
