@@ -11,6 +11,7 @@ import torch
 from arith.errors import InputError
 from arith.files import atomic_write_bytes
 from arith.model import ModelShape, Transformer
+from arith.names import beside_weights, name_of_weights
 from arith.vocab import Layout
 
 PUBLISHED_D_MODEL = 510
@@ -134,8 +135,8 @@ def model_info(weights: str | Path) -> tuple[ModelShape, int, dict]:
     fit their name raise InputError naming the missing train json.
     """
     weights = Path(weights)
-    name = weights.name[: -len(".pth")] if weights.name.endswith(".pth") else weights.stem
-    train_json = weights.with_name(f"{name}_train.json")
+    name = name_of_weights(weights)
+    train_json = beside_weights(weights, "train")
     if train_json.is_file():
         config = read_train_json(train_json)["Config"]
         if "n_digits" not in config:

@@ -13,9 +13,11 @@ import argparse
 from pathlib import Path
 
 from analysis.accuracy import accuracy_report, format_table, write_report
+from arith.device import PRECISIONS
 from arith.errors import InputError
 from arith.files import require_writable_dir, sha256_file
 from arith.names import beside_weights, name_of_weights
+from arith.questions import ENRICH_RULES
 from arith.verify import (
     DEFAULT_BLOCK,
     DEFAULT_CAP,
@@ -54,7 +56,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--enrich",
         default="current",
-        choices=["current", "historic", "none"],
+        choices=ENRICH_RULES,
         help="enrichment of random questions with hard cases: current (default, 40%% of batches), "
         "historic (60%%, the Jan-2024 subtraction rule) or none",
     )
@@ -67,7 +69,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--device", default="auto", help="auto (each worker's GPU if it has one, else cpu), cpu, cuda")
     p.add_argument(
-        "--precision", default="fp32", choices=["fp32", "bf16"], help="scoring precision: fp32 (default) or bf16"
+        "--precision", default="fp32", choices=PRECISIONS, help="scoring precision: fp32 (default) or bf16"
     )
     p.add_argument(
         "--out",
