@@ -383,3 +383,16 @@ def test_mixed_model_search_through_the_store_equals_in_process(tmp_path):
     compat = algo_run.analyse(None, job, algo_run.Settings(compat=True, progress=False))
     assert compat == algo.run_search(model, records, (ADD, SUB), n, compat=True, pure_add=False)
     assert (folder / f"{name}.zarr" / "algo" / "compat" / "trials").is_dir()
+
+
+def test_check_claims_for_subtraction():
+    n = 3  # sign P8, A3 P9, A2 P10, A1 P11, A0 P12; A{d} is predicted at P(11 - d)
+    md = [_rec(11 - d, 0, 0, [f"Algo:A{d}.MD"]) for d in range(n)]
+    mt = [_rec(7, 0, 1, ["Algo:A1.MT"]), _rec(5, 0, 1, ["Algo:A2.MT.A21"])]  # earlier as the digit rises
+    claims = dict(algo.check_claims(md + mt, (SUB,), n))
+    assert all(claims.values()), claims
+    late = [_rec(12, 0, 0, ["Algo:A0.MD"])] + md[1:]  # A0.MD only after the position predicting A0
+    swapped = [_rec(5, 0, 1, ["Algo:A1.MT"]), _rec(7, 0, 1, ["Algo:A2.MT"])]
+    claims = dict(algo.check_claims(late + swapped, (SUB,), n))
+    assert not claims["A0.MD at or before P11"] and claims["A1.MD at or before P10"]
+    assert not claims["MT positions get earlier as the digit rises"] and claims["A2.MT at or before P8"]
