@@ -184,3 +184,19 @@ class NodesGroup(BlockGroup):
             if (failed > 1).any() or failed[:, rows:].any() or pred[:, rows:].any() or (pred >= D_VOCAB).any():
                 problems[k] = "node results out of range"
         return problems
+
+
+@dataclass(frozen=True)
+class PcaGroup(BlockGroup):
+    """One block, written by the driver: PCA metrics (analysis.pca.METRICS) per (useful head, digit, op)."""
+
+    n_heads_useful: int = 0
+    n_digits: int = 0
+
+    DATA_ARRAYS: ClassVar[tuple[str, ...]] = ("metrics",)
+
+    def specs(self) -> dict:
+        return {"metrics": ((1, max(1, self.n_heads_useful), self.n_digits, 2, 4), "float64")}
+
+    def check_rows(self, blocks, data) -> dict[int, str]:
+        return {} if np.isfinite(data["metrics"]).all() else {0: "metrics not finite"}

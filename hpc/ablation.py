@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
 
@@ -64,6 +64,7 @@ class Settings:
     retries: int = DEFAULT_RETRIES
     progress: bool = True
     fresh: bool = False
+    pca: bool = False
 
 
 def _tokens(x, y, op) -> torch.Tensor:
@@ -311,8 +312,45 @@ def analyse(client, job: Job, settings: Settings, resources: dict | None = None)
     _write_node_table(nodes_group, table)
     work = NodeWork(m, questions, survey_group, means, nodes_group, tuple(nodes), token, settings.device)
     _stage(client, work, nodes_group.read_checked, settings, f"{m.name} nodes", resources)
+    if settings.pca:
+        heads = [r for r in reduce_store(job, replace(settings, pca=False)) if r["is_head"]]
+        group = _pca_group(job, settings, len(heads))
+        prepare_group(group, group.specs(), fp | {"pca_heads": _head_table(heads)}, settings.fresh)
+        if group.pending():
+            group.write_rows(0, {"metrics": _pca_metrics(job, heads)})
     consolidate(questions.root)
     return reduce_store(job, settings)
+
+
+def _head_table(heads: list[dict]) -> list[list[int]]:
+    return [[r["position"], r["layer"], r["num"]] for r in heads]
+
+
+def _pca_group(job: Job, settings: Settings, n_heads: int) -> st.PcaGroup:
+    return st.PcaGroup(str(Path(job.store).resolve()), _path(settings, "pca"), 1, n_heads, job.model.n_digits)
+
+
+def _pca_metrics(job: Job, heads: list[dict]) -> np.ndarray:
+    """PCA metrics [heads, digits, 2 ops, 4] of each useful head's output over the tricase questions (the ops
+    the model was not trained on stay zero, so they never tag)."""
+    from analysis.ablate import clean_run
+    from analysis.pca import metrics
+    from arith.suites import tricase
+    from arith.weights import load_model
+
+    m = job.model
+    model = load_model(m.weights, m.shape)
+    out = np.zeros((max(1, len(heads)), m.n_digits, 2, 4))
+    for (d, op), (x, y, ops, cases) in tricase(m.n_digits).items():
+        if op not in m.ops or not heads:
+            continue
+        clean = clean_run(model, _tokens(x, y, ops), m.layout)
+        for i, r in enumerate(heads):
+            z = clean.z[r["layer"]][:, r["position"], r["num"]]  # [N, d_head]
+            with torch.inference_mode():
+                result = (z @ model.blocks[r["layer"]].attn.W_O[r["num"]]).numpy()
+            out[i, d, op] = metrics(result, cases)
+    return out
 
 
 def _write_node_table(group: st.NodesGroup, table: list) -> None:
@@ -363,7 +401,21 @@ def reduce_store(job: Job, settings: Settings) -> list[dict]:
     answers = encode(x[kept], y[kept], op[kept])[:, m.layout.answer_start :]
     wrong = pred != answers[None]
     codes = complexity.classify(x[kept], y[kept], op[kept])
-    return behavior_records(nodes, failed, wrong, codes, mdata["attention"][0], m.layout, m.pure_add)
+    records = behavior_records(nodes, failed, wrong, codes, mdata["attention"][0], m.layout, m.pure_add)
+    if settings.pca:
+        from analysis.pca import tag
+
+        heads = [r for r in records if r["is_head"]]
+        try:
+            values = _pca_group(job, settings, len(heads)).read_checked()["metrics"][0]
+        except FileNotFoundError:
+            raise InputError(f"store {job.store}: no PCA results yet; run with --pca without --reduce-only") from None
+        for i, r in enumerate(heads):
+            for d in range(m.n_digits):
+                for op in (0, 1):
+                    if (t := tag(values[i, d, op], d, op)) is not None:
+                        r["tags"].append(t)
+    return records
 
 
 def write_outputs(job: Job, settings: Settings, records: list[dict], pictures: bool = True) -> list[Path]:

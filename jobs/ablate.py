@@ -41,6 +41,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--device", default="auto", help="auto (each worker's GPU if it has one, else cpu), cpu, cuda")
     p.add_argument("--save-mlp", action="store_true", help="also store the MLP hidden activations")
+    p.add_argument(
+        "--pca",
+        action="store_true",
+        help="add PCA tags (Math.Add:A{d}.SP, Math.Sub:A{d}.MP): useful heads whose outputs separate the "
+        "tricase questions",
+    )
     p.add_argument("--reduce-only", action="store_true", help="rebuild the JSON from the store, no forward pass")
     p.add_argument("--no-pictures", action="store_true", help="no quanta maps (SVG and PNG) beside the JSON")
     add_cluster_arguments(p, none_help="this process, no Dask (the store is written all the same)")
@@ -76,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
         retries=args.retries,
         progress=not args.no_progress,
         fresh=args.fresh,
+        pca=args.pca,
     )
     weights = weights_of(args.models)
     jobs = [ablation.job_for(w, args.question_file, args.random_rows, args.compat, args.store) for w in weights]

@@ -119,3 +119,21 @@ def test_node_names_and_order(width, name):
         Node.mlp(9, 0),
         Node.head(9, 1, 0),
     ]
+
+
+def test_pca_metrics_and_tag_rule():
+    from analysis.pca import metrics, tag
+
+    rng = np.random.default_rng(0)
+    cases = np.repeat(np.array([8, 9, 10], np.uint8), 100)
+    centres = {8: -5.0, 9: 0.0, 10: 5.0}
+    separable = np.stack([rng.normal(centres[int(c)], 0.3, 16) for c in cases])
+    evr0, _sil, _ch, agree = metrics(separable, cases)
+    assert evr0 > 90 and agree > 60  # one direction holds the cases, and the clusters follow them
+    evr0_noise, _sil, _ch, agree_noise = metrics(rng.normal(0.0, 1.0, (300, 16)), cases)
+    assert evr0_noise < 30 and agree_noise < 50
+    # the rule: EVR[0] > 30%, silhouette >= 20, Calinski-Harabasz >= 50, agreement > 50
+    assert tag(np.array([31.0, 20.0, 50.0, 51.0]), 3, ADD) == "Math.Add:A3.SP"
+    assert tag(np.array([31.0, 20.0, 50.0, 51.0]), 2, SUB) == "Math.Sub:A2.MP"
+    for weak in ([30.0, 20, 50, 51], [31, 19.9, 50, 51], [31, 20, 49.9, 51], [31, 20, 50, 50.0]):
+        assert tag(np.array(weak), 3, ADD) is None

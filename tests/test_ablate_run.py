@@ -142,6 +142,17 @@ def test_a_model_that_answers_nothing_gets_an_empty_list(tmp_path):
     assert json.loads((run / f"{name}_behavior.json").read_text()) == []
 
 
+def test_pca_tags_come_from_the_store(run_dir):
+    weights = str(run_dir / f"{NAME}.pth")
+    assert ablate(weights, "--cluster", "none", "--no-pictures", "--pca").returncode == 0
+    out = run_dir / f"{NAME}_behavior.json"
+    first = out.read_bytes()
+    tags = [t for r in load_records(out) for t in r["tags"] if t.startswith("Math.Add:A")]
+    assert all(t.endswith(".SP") for t in tags)
+    assert ablate(weights, "--reduce-only", "--no-pictures", "--pca").returncode == 0
+    assert out.read_bytes() == first
+
+
 def test_a_runs_folder_fans_out_over_its_runs(run_dir):
     proc = ablate(str(run_dir.parent), "--cluster", "none", "--no-pictures")
     assert proc.returncode == 0, proc.stderr
