@@ -68,9 +68,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "reference) or exact (any wrong answer token)",
     )
     p.add_argument("--device", default="auto", help="auto (each worker's GPU if it has one, else cpu), cpu, cuda")
-    p.add_argument(
-        "--precision", default="fp32", choices=PRECISIONS, help="scoring precision: fp32 (default) or bf16"
-    )
+    p.add_argument("--precision", default="fp32", choices=PRECISIONS, help="scoring precision: fp32 (default) or bf16")
     p.add_argument(
         "--out",
         help="accuracy json (default: <name>_accuracy.json beside the weights); it keeps one report per suite",
