@@ -6,7 +6,8 @@ named by meaning (`D5`, `OPR`, `A3`, ...). A cell holds the node's value for the
 - `impact`: the Impact digits, compressed to `A7..4` when they run in order and are longer than 3 characters;
 - `attention`: the keys holding more than 10% of the head's attention, largest first (the top two
   alphabetical when within 5 points or both at least 40%), shaded by the largest (10 shades);
-- `add`, `sub`, `neg`: the smallest complexity class among the failed questions of that family.
+- `add`, `sub`, `neg`: the smallest complexity class among the failed questions of that family;
+- `algo` (of a maths file): the node's algorithm purposes (`A5.SA`, `OPR`, ...), one per line.
 Display only: nothing here changes the JSON.
 """
 
@@ -18,11 +19,11 @@ import numpy as np
 
 from arith.vocab import Layout
 
-VIEWS = ("fail", "impact", "attention", "add", "sub", "neg")
+VIEWS = ("fail", "impact", "attention", "add", "sub", "neg")  # of a behaviour file; a maths file has "algo"
 MIN_ATTN_PERC = 10
 ATTN_ORDER_DIFF = 5
 ATTN_ORDER_MIN = 40
-SHADES = {"fail": 10, "impact": 10, "attention": 10, "add": 6, "sub": 5, "neg": 5}
+SHADES = {"fail": 10, "impact": 10, "attention": 10, "add": 6, "sub": 5, "neg": 5, "algo": 2}
 _MAJOR = {"add": "Math.Add", "sub": "Math.Sub", "neg": "Math.Neg"}
 
 
@@ -65,6 +66,9 @@ def cell(record: dict, view: str) -> tuple[str, float] | None:
             if abs(p1 - p2) <= ATTN_ORDER_DIFF or (p1 >= ATTN_ORDER_MIN and p2 >= ATTN_ORDER_MIN):
                 pairs[0], pairs[1] = sorted([(k1, p1), (k2, p2)])
         return " ".join(k for k, _ in pairs), max(p for _, p in pairs) / 100
+    if view == "algo":
+        vals = _tags(record, "Algo")
+        return ("\n".join(vals), min(1.0, len(vals) / SHADES["algo"])) if vals else None
     major = _MAJOR[view]
     vals = _tags(record, major)
     if not vals:
@@ -136,3 +140,14 @@ def draw_all(
         base = Path(folder) / f"{name}_quanta_{view}"
         out += draw(records, layout, n_layers, n_heads, view, base, f"{name}: {view}", pure_add)
     return out
+
+
+def draw_algo(
+    records: list[dict], layout: Layout, n_layers: int, n_heads: int, folder: Path, name: str, pure_add: bool = False
+) -> list[Path]:
+    """The algorithm purpose of each node (a maths file's Algo tags): `<name>_quanta_algo.svg/.png`."""
+    shown = [r for r in records if _tags(r, "Algo")]
+    if not shown:
+        return []
+    base = Path(folder) / f"{name}_quanta_algo"
+    return list(draw(shown, layout, n_layers, n_heads, "algo", base, f"{name}: algorithm purpose", pure_add))

@@ -172,11 +172,17 @@ def reduce_store(job: Job, settings: Settings) -> list[dict]:
     return _reduce(job, settings, group, tasks, plans)
 
 
-def write_outputs(job: Job, records: list[dict]) -> Path:
-    """`<name>_maths.json`: the reference's format (a plain JSON array, every useful node, Algo tags only)."""
+def write_outputs(job: Job, records: list[dict], pictures: bool = True) -> Path:
+    """`<name>_maths.json`: the reference's format (a plain JSON array, every useful node, Algo tags only), and
+    beside it the quanta map of the nodes' algorithm purposes (`<name>_quanta_algo.svg/.png`)."""
     out = Path(job.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out, json.dumps(records).encode())
+    if pictures:
+        from analysis.quanta import draw_algo
+
+        m = job.model
+        draw_algo(records, m.layout, m.shape.n_layers, m.shape.n_heads, out.parent, m.name, m.pure_add)
     return out
 
 
