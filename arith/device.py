@@ -9,6 +9,7 @@ import torch
 from arith.errors import InputError
 
 PRECISIONS = ("fp32", "bf16")
+VERIFY_PRECISIONS = ("auto", "fp32", "bf16")  # verification: auto = bf16 where the hardware has it, else fp32
 
 
 def choose_device(name: str = "auto") -> torch.device:
@@ -30,6 +31,28 @@ def autocast(device: torch.device, precision: str = "fp32"):
     if precision == "fp32":
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+def bf16_supported(device: torch.device) -> bool:
+    """Fast bf16 matmuls here: a CUDA device with bf16, or a CPU with avx512_bf16 / AMX (oneDNN's own probe)."""
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device.type != "cpu":
+        return False
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # pragma: no cover - builds without oneDNN
+        return False
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """The scoring precision a verification uses: "auto" -> "bf16" where supported (`bf16_supported`), else
+    "fp32"; "fp32" and "bf16" as given."""
+    if precision not in VERIFY_PRECISIONS:
+        raise InputError(f"unknown precision {precision!r} (expected {', '.join(VERIFY_PRECISIONS)})")
+    if precision == "auto":
+        return "bf16" if bf16_supported(device) else "fp32"
+    return precision
 
 
 def check_device_name(name: str) -> None:
