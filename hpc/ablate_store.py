@@ -102,6 +102,11 @@ class SurveyGroup(BlockGroup):
             out["mlp"] = ((c, CHUNK, L, P, m), "float32")
         return out
 
+    def answered(self, c: int) -> np.ndarray:
+        """bool [rows of chunk c]: which of the chunk's questions the model answers (read by the later stages,
+        after the driver checked the survey)."""
+        return np.asarray(self._array("correct", "r")[c])[: chunk_rows(self.n_questions, c)].astype(bool)
+
     def check_rows(self, blocks, data) -> dict[int, str]:
         problems: dict[int, str] = {}
         for k in blocks.tolist():

@@ -84,8 +84,8 @@ def _kept_tokens(survey_group: st.SurveyGroup, questions: st.QuestionsGroup, c: 
     """Chunk c's answered questions as tokens (read once per worker process; `token` names the weights and
     questions, so a store rebuilt for others is read again)."""
     x, y, op = questions.read()
-    lo, hi = c * CHUNK, c * CHUNK + st.chunk_rows(questions.n_questions, c)
-    correct = np.asarray(survey_group._array("correct", "r")[c])[: hi - lo].astype(bool)
+    correct = survey_group.answered(c)
+    lo, hi = c * CHUNK, c * CHUNK + len(correct)
     return _tokens(x[lo:hi][correct], y[lo:hi][correct], op[lo:hi][correct])
 
 
