@@ -15,7 +15,7 @@ QUESTIONS ?= 1000000
 PYTEST_ARGS ?=
 SWEEP_ARGS ?=
 
-.PHONY: setup demo test bench sweep status verify lint clean oracle slurm-up slurm-down
+.PHONY: setup demo test bench sweep status verify lint clean oracle slurm-up slurm-down regenerate regenerate-tiny
 
 setup: $(VENV)/.installed
 
@@ -48,6 +48,17 @@ status: setup
 verify: setup
 	@test -n "$(MODEL)" || { echo "make verify: set MODEL=path/to/<name>.pth" >&2; exit 2; }
 	$(BIN)/varith verify $(MODEL) --questions $(QUESTIONS)
+
+# every published model of jobs/catalog.toml: train, verify, ablate, algorithm search, hub folder (resumable)
+REGEN_OUT ?= regenerated
+REGEN_CLUSTER ?= slurm
+REGEN_ARGS ?=
+regenerate: setup
+	$(BIN)/varith regenerate --scale full --cluster $(REGEN_CLUSTER) --out $(REGEN_OUT) $(if $(PROFILE),--profile $(PROFILE),) $(REGEN_ARGS)
+
+# the same chain, shrunk (d_model 32, 300 steps, 10k questions): the whole catalog on a CPU
+regenerate-tiny: setup
+	$(BIN)/varith regenerate --scale tiny --cluster debug --out $(REGEN_OUT)-tiny $(REGEN_ARGS)
 
 lint: setup
 	$(BIN)/ruff check .

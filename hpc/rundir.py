@@ -4,7 +4,8 @@ A run folder `runs/<name>/` holds the model's artifacts (named by `arith.names.a
 `<name>_train.json`, `<name>_accuracy.json`, `<name>_behavior.json`, `<name>_maths.json`, `<name>.zarr`) and
 the bookkeeping of its training: `progress.json` (step, steps, loss while training), `checkpoints/` (accelerate
 states), `state.json` (the marker: where the run stands), `manifest.json` (sha256 of the artifacts) and the
-marker's lock file. Everything else asks a RunDir for a path instead of spelling a name.
+marker's lock file, and `stage.json` (`varith regenerate`: the model's pipeline stage). Everything else asks
+a RunDir for a path instead of spelling a name.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ MANIFEST = "manifest.json"
 PROGRESS = "progress.json"
 CHECKPOINTS = "checkpoints"
 LOCK = ".state.lock"
+STAGE = "stage.json"
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,11 @@ class RunDir:
     @property
     def lock(self) -> Path:
         return self.path / LOCK
+
+    @property
+    def stage(self) -> Path:
+        """`varith regenerate`'s record: the stage the model is in and the stamps of the stages it finished."""
+        return self.path / STAGE
 
     def train_paths(self):
         """Where training writes (arith.train.TrainPaths): weights, train json, checkpoints."""

@@ -75,6 +75,7 @@ class RunStatus:
     detail: str | None
     attempts: int
     cluster: str | None
+    stage: str | None = None  # `varith regenerate`'s pipeline stage (runs/<name>/stage.json), if any
 
 
 def resolve(
@@ -95,7 +96,7 @@ def resolve(
     if m is None:
         problem = markers.artifacts_problem(run_dir)
         state = "done" if problem is None else "stale"
-        return RunStatus(run_dir.name, state, None, step, steps, loss, None, problem, 0, None)
+        return RunStatus(run_dir.name, state, None, step, steps, loss, None, problem, 0, None, read_stage(run_dir))
 
     state, detail = m.state, m.error
     if m.state == "done":
@@ -111,7 +112,20 @@ def resolve(
             state, detail = _slurm_state(m, queue, acct, run_dir)
         else:
             state, detail = _process_state(m)
-    return RunStatus(run_dir.name, state, m.job_id, step, steps, loss, m.stdout, detail, m.attempts, m.cluster)
+    return RunStatus(
+        run_dir.name, state, m.job_id, step, steps, loss, m.stdout, detail, m.attempts, m.cluster, read_stage(run_dir)
+    )
+
+
+def read_stage(run_dir: str | Path) -> str | None:
+    """`stage.json`'s stage as one word with its state (`verify running`, `hub done`); None without one."""
+    import json
+
+    try:
+        data = json.loads(RunDir(Path(run_dir)).stage.read_text())
+        return f"{data['stage']} {data['state']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _slurm_state(m: markers.Marker, queue, acct, run_dir: Path) -> tuple[str, str | None]:

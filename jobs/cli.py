@@ -26,6 +26,10 @@ COMMANDS: dict[str, str] = {
     "algo": "jobs.algo",
     "sweep": "jobs.sweep",
     "status": "jobs.status",
+    "regenerate": "jobs.regenerate",
+    "publish": "jobs.publish",
+    "fetch": "jobs.fetch",
+    "compare": "jobs.compare",
 }
 
 

@@ -7,7 +7,8 @@ accounting: no result, not in squeue). On the local and debug backends the proce
 checked instead. A crash never shows as a hang.
 
 The decision lives in hpc.runs (marker first, then hpc.scheduler.job_fate); this module parses the flags
-and formats the rows. States shown: pending (queued or requeued), running, done, failed, stale (marked done
+and formats the rows. The stage column is `varith regenerate`'s pipeline stage (train, verify, ablate, algo,
+hub) where one ran. States shown: pending (queued or requeued), running, done, failed, stale (marked done
 but its artifacts no longer match the manifest). `--json` prints one JSON object per run instead of the table.
 """
 
@@ -34,11 +35,11 @@ def _fmt_step(s: RunStatus) -> str:
 
 
 def format_table(rows: list[RunStatus]) -> str:
-    header = ("run", "state", "job", "step", "loss", "log")
+    header = ("run", "state", "stage", "job", "step", "loss", "log")
     lines = [header]
     for s in rows:
         state = s.state + (f" ({s.detail})" if s.detail and s.state in ("failed", "stale", "pending") else "")
-        lines.append((s.name, state, s.job_id or "-", _fmt_step(s), _fmt_loss(s.loss), s.log or "-"))
+        lines.append((s.name, state, s.stage or "-", s.job_id or "-", _fmt_step(s), _fmt_loss(s.loss), s.log or "-"))
     widths = [max(len(r[i]) for r in lines) for i in range(len(header) - 1)]
     out = []
     for r in lines:

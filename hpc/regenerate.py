@@ -1,0 +1,638 @@
+"""`varith regenerate`: every published model made again, from training to its hub folder.
+
+The catalog (`jobs/catalog.toml`) lists the published models, their notes and the addition model each ins*
+model starts from, plus two recipes: `full` (the published one, for a GPU cluster) and `tiny` (the same chain,
+shrunk to fit a 2-core CPU: names keep their shape and seed, steps are rewritten as `varith sweep --steps`
+does, and the verification asks fewer questions).
+
+Per model, in dependency order (an insert model, and everything it needs, first; an insert model that is not
+published gets only the stages an ins* model needs of it: its weights and its behaviour file):
+
+    train   the sweep machinery (hpc.sweeps: submitit on slurm, local or debug), one run under OUT/runs/
+    verify  random questions per trained operation (1M at full scale) -> <name>_accuracy.json
+    ablate  node ablation (hpc.ablation) -> <name>_behavior.json, sidecar, quanta maps
+    algo    algorithm search (hpc.algo_run) -> <name>_maths.json
+    hub     OUT/hub/<name>/: the published files flat, README.md (model card) and manifest.json
+
+On slurm the Dask stages farm their blocks over SLURM workers (the profile's [slurm] and [dask]); elsewhere
+they run in this process. A stage is skipped when its outputs exist and check out: training by its manifest
+(hpc.markers), the others by the stamps `OUT/runs/<name>/stage.json` keeps (sha256 of what each finished stage
+read and wrote) plus their own checks (the accuracy report's suite and weights sha256, the schema of the
+behaviour and maths files, the hub folder's manifest). So a regeneration that was interrupted resumes where it
+stopped. A model that fails is named in the summary; the others go on (those that need it are not started).
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import shutil
+import time
+import tomllib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from arith.errors import InputError
+from arith.files import atomic_write_json, sha256_file
+from arith.names import check_pair, expand_arch, parse_name
+from hpc.rundir import RunDir
+
+STAGES = ("train", "verify", "ablate", "algo", "hub")
+INSERT_STAGES = ("train", "ablate")  # what an ins* model needs of an addition model that is not published
+SCALES = ("full", "tiny")
+CLUSTERS = ("slurm", "local", "debug")
+CATALOG = Path(__file__).resolve().parent.parent / "jobs" / "catalog.toml"
+_MODEL_KEYS = {"name", "note", "insert"}
+_RECIPE_KEYS = {"steps", "train", "questions"}
+
+
+# ------------------------------------------------------------------------------------------------ catalog
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    note: str = ""
+    insert: str | None = None
+
+
+@dataclass(frozen=True)
+class Recipe:
+    scale: str
+    steps: int | None = None  # rewrites every name's step count (None: the names' own)
+    train: tuple[tuple[str, Any], ...] = ()  # TrainConfig overrides
+    questions: int = 1_000_000  # random verification questions per operation
+
+
+@dataclass(frozen=True)
+class Catalog:
+    models: tuple[Entry, ...]
+    recipes: tuple[Recipe, ...]
+
+    def recipe(self, scale: str) -> Recipe:
+        for r in self.recipes:
+            if r.scale == scale:
+                return r
+        raise InputError(f"catalog has no [recipe.{scale}]")
+
+    def entry(self, name: str) -> Entry | None:
+        return next((e for e in self.models if e.name == name), None)
+
+
+def _positive(value, what: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise InputError(f"{what} must be a positive whole number, got {value!r}")
+    return value
+
+
+def read_catalog(path: str | Path | None = None) -> Catalog:
+    from hpc.training import TRAIN_OVERRIDES
+
+    path = Path(path) if path else CATALOG
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise InputError(f"catalog {path}: unreadable ({exc})") from None
+    models = []
+    for i, m in enumerate(data.get("model", [])):
+        unknown = sorted(set(m) - _MODEL_KEYS)
+        if unknown or "name" not in m:
+            raise InputError(f"catalog {path}: model {i} needs a name and takes only {sorted(_MODEL_KEYS)}")
+        main = parse_name(m["name"])
+        if m.get("insert"):
+            check_pair(main, parse_name(m["insert"]), f"catalog {path}: {m['name']}")
+        elif main.insert_mode:
+            raise InputError(f"catalog {path}: {m['name']} is an ins* model and names no insert model")
+        models.append(Entry(m["name"], str(m.get("note", "")), m.get("insert")))
+    recipes = []
+    for scale, r in (data.get("recipe") or {}).items():
+        if scale not in SCALES or set(r) - _RECIPE_KEYS:
+            raise InputError(f"catalog {path}: [recipe.{scale}]: scales are {SCALES}, keys {sorted(_RECIPE_KEYS)}")
+        train = dict(r.get("train") or {})
+        bad = sorted(set(train) - set(TRAIN_OVERRIDES))
+        if bad:
+            raise InputError(f"catalog {path}: [recipe.{scale}] unknown training setting(s) {bad}")
+        steps = _positive(r["steps"], f"[recipe.{scale}] steps") if "steps" in r else None
+        questions = _positive(r.get("questions", 1_000_000), f"[recipe.{scale}] questions")
+        recipes.append(Recipe(scale, steps, tuple(sorted(train.items())), questions))
+    if len({e.name for e in models}) != len(models):
+        raise InputError(f"catalog {path}: a model is listed twice")
+    return Catalog(tuple(models), tuple(recipes))
+
+
+# ------------------------------------------------------------------------------------------------ plan
+
+
+@dataclass(frozen=True)
+class Step:
+    """One model of a regeneration: its run name at this scale, the catalog name it stands for, the run name
+    of its insert model and whether it is published (an unpublished insert model gets INSERT_STAGES)."""
+
+    name: str
+    source: str
+    insert: str | None = None
+    insert_source: str | None = None
+    note: str = ""
+    published: bool = True
+
+    @property
+    def stages(self) -> tuple[str, ...]:
+        return STAGES if self.published else INSERT_STAGES
+
+    @property
+    def arch(self) -> str:
+        """The sweep architecture of the model: its name without the seed, with its insert model's name."""
+        arch = self.source[: self.source.rindex("_s")]
+        return f"{arch},{self.insert_source}" if self.insert_source else arch
+
+
+def _step(catalog: Catalog, source: str, recipe: Recipe, published: bool) -> Step:
+    entry = catalog.entry(source) or Entry(source)
+    seed = parse_name(source).seed
+    arch = source[: source.rindex("_s")] + (f",{entry.insert}" if entry.insert else "")
+    main, insert = expand_arch(arch, seed, recipe.steps)
+    return Step(
+        main.format(),
+        source,
+        insert.format() if insert else None,
+        entry.insert,
+        entry.note,
+        published,
+    )
+
+
+def plan(catalog: Catalog, recipe: Recipe, models: Sequence[str] | None = None) -> list[Step]:
+    """The models asked for (default: the whole catalog) and the insert models they need, inserts first."""
+    names = list(models) if models else [e.name for e in catalog.models]
+    for n in names:
+        if catalog.entry(n) is None:
+            raise InputError(f"{n}: not in the catalog (see jobs/catalog.toml)")
+    out: dict[str, Step] = {}
+
+    def add(source: str, published: bool) -> None:
+        if source in out:
+            return
+        entry = catalog.entry(source)
+        if entry is not None and entry.insert:
+            add(entry.insert, catalog.entry(entry.insert) is not None)
+        out[source] = _step(catalog, source, recipe, published)
+
+    for n in names:
+        add(n, True)
+    steps = list(out.values())
+    if len({s.name for s in steps}) != len(steps):
+        raise InputError("two models share one run name at this scale")
+    return steps
+
+
+# ------------------------------------------------------------------------------------------------ options
+
+
+@dataclass(frozen=True)
+class Options:
+    out: Path
+    recipe: Recipe
+    cluster: str = "debug"
+    profile: str | None = None
+    retries: int = 1
+    device: str = "auto"
+    command: str = ""  # the command that reproduces a model (in its card); {name} is the catalog name
+
+    @property
+    def runs_dir(self) -> Path:
+        return Path(self.out) / "runs"
+
+    @property
+    def hub_dir(self) -> Path:
+        return Path(self.out) / "hub"
+
+    def run(self, step: Step) -> RunDir:
+        return RunDir.of(self.runs_dir, step.name)
+
+    def where(self, stage: str) -> str:
+        if stage == "train":
+            return {"slurm": "SLURM job (submitit)", "local": "local job (submitit)", "debug": "this process"}[
+                self.cluster
+            ]
+        if stage in ("verify", "ablate", "algo") and self.cluster == "slurm":
+            return "Dask workers on SLURM"
+        return "this process"
+
+
+def options_check(opts: Options) -> None:
+    if opts.cluster not in CLUSTERS:
+        raise InputError(f"unknown cluster {opts.cluster!r} (expected {', '.join(CLUSTERS)})")
+    if opts.cluster == "slurm" and not opts.profile:
+        raise InputError("--cluster slurm needs --profile FILE.toml (the [slurm] and [dask] settings)")
+
+
+# ------------------------------------------------------------------------------------------------ stage records
+
+
+def read_record(run: RunDir) -> dict:
+    try:
+        data = json.loads(run.stage.read_text())
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def write_record(run: RunDir, stage: str, state: str, error: str | None = None, stamp: dict | None = None) -> None:
+    record = read_record(run)
+    stamps = dict(record.get("stamps") or {})
+    if stamp is not None:
+        stamps[stage] = stamp
+    elif state != "done":
+        stamps.pop(stage, None)
+    record.update(stage=stage, state=state, error=error, updated_at=time.time(), stamps=stamps)
+    atomic_write_json(run.stage, record, indent=1)
+
+
+def _stamp(run: RunDir, paths: Sequence[Path]) -> dict[str, str]:
+    """sha256 of each file, keyed by its path relative to the run folder (or absolute, outside it)."""
+    out = {}
+    for p in paths:
+        p = Path(p)
+        try:
+            key = str(p.resolve().relative_to(run.path.resolve()))
+        except ValueError:
+            key = str(p.resolve())
+        out[key] = sha256_file(p)
+    return out
+
+
+def stamp_ok(run: RunDir, stage: str) -> bool:
+    stamp = (read_record(run).get("stamps") or {}).get(stage)
+    if not isinstance(stamp, dict) or not stamp:
+        return False
+    for key, sha in stamp.items():
+        p = Path(key) if Path(key).is_absolute() else run.path / key
+        if not p.is_file() or sha256_file(p) != sha:
+            return False
+    return True
+
+
+# ------------------------------------------------------------------------------------------------ stages
+
+
+def _sidecar(behavior: Path) -> Path:
+    return behavior.with_name(behavior.name[: -len(".json")] + ".meta.json")
+
+
+def _suite(opts: Options, run: RunDir):
+    from arith.verify import RandomSuite
+    from arith.weights import model_info, trained_ops
+
+    shape, n_digits, config = model_info(run.weights)
+    return shape, RandomSuite(n_digits, trained_ops(config, run.name), opts.recipe.questions)
+
+
+def _dask(opts: Options, n_tasks: int, module: str):
+    """The Dask cluster of a stage: SLURM workers on slurm, else None (this process)."""
+    if opts.cluster != "slurm":
+        return None
+    from hpc.cluster import ClusterSpec
+
+    return ClusterSpec(
+        kind="slurm", profile=opts.profile, n_tasks=n_tasks, use_gpus=opts.device != "cpu", preload=(module,)
+    )
+
+
+def _pictures(run: RunDir) -> list[Path]:
+    return sorted(p for p in run.path.glob(f"{run.name}_quanta_*") if p.suffix in (".png", ".svg"))
+
+
+def _hub_sources(run: RunDir) -> list[Path]:
+    return [run.weights, run.train_json, run.accuracy_json, run.behavior_json, run.maths_json, *_pictures(run)]
+
+
+class Stages:
+    """What each stage does (`run_<stage>`, returning the files to stamp) and whether its outputs already
+    check out (`done_<stage>`). Tests may replace pieces."""
+
+    def __init__(self, opts: Options):
+        self.opts = opts
+
+    # -- train
+    def done_train(self, step: Step) -> bool:
+        from hpc import runs
+
+        run = self.opts.run(step)
+        return run.path.is_dir() and runs.resolve_one(run.path).state == "done"
+
+    def run_train(self, step: Step) -> list[Path]:
+        from hpc.launcher import LaunchConfig
+        from hpc.profile import resolve_slurm
+        from hpc.sweeps import SweepOptions, SweepRequest, run_sweep
+
+        opts = self.opts
+        settings = resolve_slurm(opts.profile if opts.cluster == "slurm" else None, None, {})
+        req = SweepRequest(
+            (step.arch,),
+            (parse_name(step.source).seed,),
+            opts.runs_dir,
+            overrides=opts.recipe.train,
+            steps=opts.recipe.steps,
+            threads=settings.cpus_per_task,
+        )
+        folder = opts.runs_dir.absolute() / ".submitit" / "%j"
+        lc = LaunchConfig(cluster=opts.cluster, folder=folder, slurm=settings, job_name="varith-regen")
+        poll = 5.0 if opts.cluster == "slurm" else 0.5
+        outcome = run_sweep(SweepOptions(req, lc, opts.retries, poll, False, False, False))
+        row = next((r for r in (outcome.rows if outcome else ()) if r.name == step.name), None)
+        if row is None or row.state != "done":
+            raise RuntimeError(f"training ended {row.state if row else 'without a run'}: {row.detail if row else ''}")
+        run = opts.run(step)
+        return [run.weights, run.train_json]
+
+    # -- verify
+    def done_verify(self, step: Step) -> bool:
+        from analysis.accuracy import read_reports
+
+        run = self.opts.run(step)
+        if not stamp_ok(run, "verify"):
+            return False
+        try:
+            report = read_reports(run.accuracy_json).get("random") or {}
+            _, suite = _suite(self.opts, run)
+        except InputError:
+            return False
+        same_suite = report.get("suite") == json.loads(json.dumps(suite.fingerprint()))
+        return same_suite and report.get("weights_sha256") == sha256_file(run.weights)
+
+    def run_verify(self, step: Step) -> list[Path]:
+        from analysis.accuracy import accuracy_report, write_report
+
+        opts = self.opts
+        run = opts.run(step)
+        shape, suite = _suite(opts, run)
+        spec = _dask(opts, suite.n_blocks, "hpc.verification")
+        if spec is None:
+            from arith.device import choose_device
+            from arith.weights import load_model
+            from hpc.verification import verify_in_process
+
+            model = load_model(run.weights, shape, choose_device(opts.device))
+            counts = verify_in_process(model, suite, progress=False)
+        else:
+            from hpc.verification import DaskVerify, run_dask
+
+            job = DaskVerify(run.weights, shape, suite, run.store.resolve(), spec, device=opts.device, progress=False)
+            counts = run_dask(job)
+        extra = {"weights_sha256": sha256_file(run.weights), "mode": "reference"}
+        write_report(run.accuracy_json, accuracy_report(counts, suite, run.name, extra=extra))
+        return [run.weights, run.accuracy_json]
+
+    # -- ablate
+    def done_ablate(self, step: Step) -> bool:
+        from analysis.behavior import load_records
+
+        run = self.opts.run(step)
+        if not stamp_ok(run, "ablate"):
+            return False
+        try:
+            load_records(run.behavior_json)
+            meta = json.loads(_sidecar(run.behavior_json).read_text())
+        except (InputError, OSError, ValueError):
+            return False
+        return meta.get("weights_sha256") == sha256_file(run.weights) and meta.get("mode") == "corrected"
+
+    def run_ablate(self, step: Step) -> list[Path]:
+        from hpc import ablation
+
+        run = self.opts.run(step)
+        settings = ablation.Settings(device=self.opts.device, progress=False)
+        job = ablation.job_for(run.weights)
+        ((job, records),) = ablation.run_many([job], settings, _dask(self.opts, 64, "hpc.ablation"))
+        ablation.write_outputs(job, settings, records, pictures=True)
+        if not records:
+            print(f"{run.name}: note: the model answers none of the {len(job.op)} ablation questions (no useful nodes)")
+        return [run.weights, run.behavior_json, _sidecar(run.behavior_json)]
+
+    # -- algo
+    def done_algo(self, step: Step) -> bool:
+        from analysis.behavior import load_records
+
+        run = self.opts.run(step)
+        if not stamp_ok(run, "algo"):
+            return False
+        try:
+            load_records(run.maths_json)
+        except InputError:
+            return False
+        return True
+
+    def run_algo(self, step: Step) -> list[Path]:
+        from hpc import algo_run
+
+        run = self.opts.run(step)
+        job = algo_run.job_for(run.weights)
+        settings = algo_run.Settings(device=self.opts.device, progress=False)
+        records = algo_run.run(job, settings, _dask(self.opts, 16, "hpc.algo_run"))
+        algo_run.write_outputs(job, records)
+        return [run.weights, run.behavior_json, run.maths_json]
+
+    # -- hub
+    def hub_folder(self, step: Step) -> Path:
+        return self.opts.hub_dir / step.name
+
+    def done_hub(self, step: Step) -> bool:
+        from hpc.hub import manifest_problem
+
+        folder = self.hub_folder(step)
+        return stamp_ok(self.opts.run(step), "hub") and folder.is_dir() and manifest_problem(folder) is None
+
+    def run_hub(self, step: Step) -> list[Path]:
+        from hpc.hub import MANIFEST
+
+        run = self.opts.run(step)
+        folder = self.hub_folder(step)
+        build_hub_folder(run, step, self.opts, folder)
+        return [*_hub_sources(run), folder / MANIFEST]
+
+
+def build_hub_folder(run: RunDir, step: Step, opts: Options, folder: Path) -> Path:
+    """The hub folder of a finished model, built beside its place and then moved there."""
+    from analysis.accuracy import read_reports
+    from analysis.card import CardInput, model_card
+    from arith.files import atomic_write_bytes
+    from hpc.hub import CARD, write_manifest
+
+    tmp = folder.with_name(f".{folder.name}.building")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for src in _hub_sources(run):
+        shutil.copyfile(src, tmp / src.name)
+    report = read_reports(run.accuracy_json)["random"]
+    train = json.loads(run.train_json.read_text())
+    config = train.get("Config", {}) if isinstance(train, dict) else {}
+    behavior = json.loads(run.behavior_json.read_text())
+    maths = json.loads(run.maths_json.read_text())
+    command = opts.command.format(name=step.source)
+    card = CardInput(
+        name=run.name,
+        note=step.note,
+        accuracy=report,
+        pictures=tuple(p.name for p in _pictures(run) if p.suffix == ".png"),
+        insert=step.insert,
+        scale=opts.recipe.scale,
+        train_config=config,
+        useful_nodes=len(behavior),
+        algo_nodes=sum(1 for r in maths if r["tags"]),
+        command=command,
+    )
+    atomic_write_bytes(tmp / CARD, model_card(card).encode())
+    seeds = {"training": parse_name(run.name).seed, "verification": report["suite"].get("seed")}
+    if config.get("analysis_seed") is not None:
+        seeds["analysis"] = config["analysis_seed"]
+    write_manifest(
+        tmp,
+        run.name,
+        seeds,
+        source=step.source,
+        insert=step.insert,
+        scale=opts.recipe.scale,
+        recipe={"steps": opts.recipe.steps, "train": dict(opts.recipe.train), "questions": opts.recipe.questions},
+        reproduce=command,
+    )
+    old = folder.with_name(f".{folder.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if folder.exists():
+        folder.rename(old)
+    tmp.rename(folder)
+    shutil.rmtree(old, ignore_errors=True)
+    return folder
+
+
+# ------------------------------------------------------------------------------------------------ driver
+
+
+@dataclass(frozen=True)
+class Outcome:
+    name: str
+    state: str  # done | failed | blocked
+    stage: str | None  # the stage it failed at
+    error: str | None = None
+    ran: tuple[str, ...] = ()
+    skipped: tuple[str, ...] = ()
+
+
+@dataclass
+class Report:
+    outcomes: list[Outcome] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def failed(self) -> list[Outcome]:
+        return [o for o in self.outcomes if o.state != "done"]
+
+
+def _say(msg: str) -> None:
+    print(f"[regenerate {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def run_model(step: Step, stages: Stages) -> Outcome:
+    """Every stage of one model, skipping those whose outputs check out. A stage's error ends this model
+    only; Ctrl-C (KeyboardInterrupt) ends the regeneration, the stage recorded as interrupted."""
+    run = stages.opts.run(step)
+    ran, skipped = [], []
+    for stage in step.stages:
+        if getattr(stages, f"done_{stage}")(step):
+            skipped.append(stage)
+            _say(f"{step.name}: {stage} skipped (done and checked)")
+            continue
+        _say(f"{step.name}: {stage} started ({stages.opts.where(stage)})")
+        t0 = time.time()
+        try:
+            if run.path.is_dir():
+                write_record(run, stage, "running")
+            paths = getattr(stages, f"run_{stage}")(step)
+        except KeyboardInterrupt:
+            if run.path.is_dir():
+                write_record(run, stage, "interrupted")
+            _say(f"{step.name}: {stage} interrupted")
+            raise
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            if run.path.is_dir():
+                write_record(run, stage, "failed", error)
+            _say(f"{step.name}: {stage} failed: {error}")
+            return Outcome(step.name, "failed", stage, error, tuple(ran), tuple(skipped))
+        write_record(run, stage, "done", stamp=_stamp(run, paths))
+        ran.append(stage)
+        _say(f"{step.name}: {stage} done ({time.time() - t0:.1f}s)")
+    return Outcome(step.name, "done", None, None, tuple(ran), tuple(skipped))
+
+
+def regenerate(steps: Sequence[Step], opts: Options, stages: Stages | None = None) -> Report:
+    stages = stages or Stages(opts)
+    report = Report()
+    t0 = time.time()
+    by_source = {s.source: s for s in steps}
+    state: dict[str, str] = {}
+    for step in steps:
+        need = by_source.get(step.insert_source) if step.insert_source else None
+        if need is not None and state.get(need.source) != "done":
+            why = f"insert model {need.name} did not finish"
+            _say(f"{step.name}: not started: {why}")
+            outcome = Outcome(step.name, "blocked", "train", why)
+        else:
+            outcome = run_model(step, stages)
+        state[step.source] = outcome.state
+        report.outcomes.append(outcome)
+    report.seconds = time.time() - t0
+    return report
+
+
+def dry_run_text(steps: Sequence[Step], opts: Options, stages: Stages | None = None) -> str:
+    """Every model, its stages (with where each would run, or that it is done), its dependencies."""
+    stages = stages or Stages(opts)
+    r = opts.recipe
+    lines = [
+        f"# varith regenerate (dry run): {len(steps)} model(s), scale {r.scale}, cluster {opts.cluster}, "
+        f"out {opts.out}",
+        f"# recipe: steps {r.steps or 'as named'}, training {dict(r.train) or 'defaults'}, "
+        f"{r.questions:,} verification questions per operation",
+    ]
+    for step in steps:
+        extra = "" if step.name == step.source else f" (for {step.source})"
+        role = "" if step.published else " [insert model, not published: trained first]"
+        lines.append(f"{step.name}{extra}{role}")
+        if step.insert:
+            lines.append(f"  after: {step.insert} (weights and behaviour file)")
+        for stage in step.stages:
+            done = getattr(stages, f"done_{stage}")(step)
+            lines.append(f"  {stage:<6} {'skip (done and checked)' if done else opts.where(stage)}")
+    return "\n".join(lines)
+
+
+def summary_text(report: Report) -> str:
+    lines = []
+    for o in report.outcomes:
+        if o.state == "done":
+            what = f"ran {', '.join(o.ran) or 'nothing'}" + (f"; skipped {', '.join(o.skipped)}" if o.skipped else "")
+            lines.append(f"done    {o.name} ({what})")
+        else:
+            lines.append(f"{o.state:<7} {o.name} at {o.stage}: {o.error}")
+    n_ok = sum(o.state == "done" for o in report.outcomes)
+    lines.append(f"{n_ok}/{len(report.outcomes)} model(s) regenerated in {report.seconds:.1f}s")
+    failed = [o.name for o in report.failed]
+    if failed:
+        lines.append("failed: " + " ".join(failed))
+    return "\n".join(lines)
+
+
+def reproduce_command(opts: Options, catalog_recipe: Recipe | None = None) -> str:
+    """The command line that makes a model again ({name} stands for its catalog name); the recipe's steps and
+    questions are spelled out where they differ from the catalog's."""
+    words = ["varith", "regenerate", "--models", "{name}", "--scale", opts.recipe.scale, "--cluster", opts.cluster]
+    if opts.profile:
+        words += ["--profile", opts.profile]
+    base = catalog_recipe or opts.recipe
+    if opts.recipe.steps != base.steps:
+        words += ["--steps", str(opts.recipe.steps)]
+    if opts.recipe.questions != base.questions:
+        words += ["--questions", str(opts.recipe.questions)]
+    return shlex.join(words).replace("'{name}'", "{name}")

@@ -1,0 +1,68 @@
+"""`varith regenerate [--models ...] [--scale full|tiny] [--cluster slurm|local|debug] [--out DIR] [--dry-run]`.
+
+Every published model of the catalog (jobs/catalog.toml) trained, verified, ablated, searched and put in its hub
+folder `OUT/hub/<name>/` (hpc.regenerate). Finished stages are skipped, so running it again resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+from pathlib import Path
+
+from arith.errors import InputError
+
+HELP = "regenerate the published models: train, verify, ablate, algorithm search, hub folder (resumable)"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--models", nargs="+", metavar="NAME", help="catalog names (default: every model in the catalog)")
+    p.add_argument(
+        "--scale",
+        choices=("full", "tiny"),
+        default="full",
+        help="full: the published recipe (GPUs); tiny: d_model 32, 300 steps, 10k questions (a CPU)",
+    )
+    p.add_argument(
+        "--cluster",
+        choices=("slurm", "local", "debug"),
+        default="local",
+        help="where training runs (slurm also farms verification and analysis over Dask workers)",
+    )
+    p.add_argument("--profile", help="TOML profile with [slurm] (and [dask]) settings, for --cluster slurm")
+    p.add_argument("--out", default="regenerated", help="output folder: OUT/runs/<name>/, OUT/hub/<name>/")
+    p.add_argument("--catalog", help="catalog TOML (default: the one in the package)")
+    p.add_argument("--steps", type=int, help="override the recipe's training steps (the names are rewritten)")
+    p.add_argument("--questions", type=int, help="override the recipe's verification questions per operation")
+    p.add_argument("--retries", type=int, default=1, help="retrain a failed training run up to N times (default 1)")
+    p.add_argument("--device", default="auto", help="device of the analysis stages: auto, cpu, cuda")
+    p.add_argument("--dry-run", action="store_true", help="print every model, its stages and dependencies; run nothing")
+
+
+def _split(values) -> list[str]:
+    return [w for v in values or [] for w in str(v).replace(",", " ").split()]
+
+
+def run(args: argparse.Namespace) -> int:
+    from arith.files import require_writable_dir
+    from hpc import regenerate as rg
+
+    catalog = rg.read_catalog(args.catalog)
+    recipe = base = catalog.recipe(args.scale)
+    if args.steps is not None:
+        recipe = replace(recipe, steps=rg._positive(args.steps, "--steps"))
+    if args.questions is not None:
+        recipe = replace(recipe, questions=rg._positive(args.questions, "--questions"))
+    if args.retries < 0:
+        raise InputError("--retries must be >= 0")
+    opts = rg.Options(Path(args.out), recipe, args.cluster, args.profile, args.retries, args.device)
+    opts = replace(opts, command=rg.reproduce_command(opts, base))
+    rg.options_check(opts)
+    steps = rg.plan(catalog, recipe, _split(args.models) or None)
+    if args.dry_run:
+        print(rg.dry_run_text(steps, opts))
+        return 0
+    require_writable_dir(opts.out, "--out")
+    report = rg.regenerate(steps, opts)
+    print(rg.summary_text(report))
+    return 1 if report.failed else 0
