@@ -405,6 +405,8 @@ class Stages:
         run = self.opts.run(step)
         settings = ablation.Settings(device=self.opts.device, progress=False)
         job = ablation.job_for(run.weights)
+        for old in _pictures(run):  # the views drawn now replace the last ablation's
+            old.unlink()
         ((job, records),) = ablation.run_many([job], settings, _dask(self.opts, 64, "hpc.ablation"))
         ablation.write_outputs(job, settings, records, pictures=True)
         if not records:

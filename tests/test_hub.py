@@ -116,3 +116,37 @@ def test_remote_file_git_blob_id_matches_git(tmp_path):
     assert hub.git_blob_sha1(p) == expected
     assert hub.RemoteFile(6, git_sha1=expected).same_as(p)
     assert not hub.RemoteFile(6, git_sha1="0" * 40).same_as(p)
+
+
+def test_hf_hub_reads_lfs_and_git_ids_and_commits_the_files(tmp_path):
+    """HfHub against a stand-in for huggingface_hub's HfApi (no network, no token)."""
+    from huggingface_hub.hf_api import RepoFile, RepoFolder
+
+    folder = hub_folder(tmp_path)
+    weights, card = folder / f"{NAME}.pth", folder / "README.md"
+
+    class FakeApi:
+        commits: list = []
+
+        def list_repo_tree(self, repo, recursive=False):
+            assert recursive
+            lfs = {"size": 7, "oid": hub.sha256_file(weights), "pointerSize": 130}
+            return [
+                RepoFolder(path="sub", oid="x"),
+                RepoFile(path=weights.name, size=7, oid="ignored", lfs=lfs),
+                RepoFile(path="README.md", size=card.stat().st_size, oid=hub.git_blob_sha1(card)),
+            ]
+
+        def create_repo(self, repo, exist_ok=False):
+            assert exist_ok
+
+        def create_commit(self, repo, operations, commit_message):
+            self.commits.append((repo, [op.path_in_repo for op in operations], commit_message))
+
+    hf = hub.HfHub.__new__(hub.HfHub)
+    hf.api = FakeApi()
+    plan = hub.publish_plan(hf, "o/r", folder)
+    assert set(plan.unchanged) == {weights.name, "README.md"}
+    assert set(plan.upload) == set(FILES) - set(plan.unchanged) | {"manifest.json"}
+    hub.publish(hf, "o/r", folder, plan)
+    assert FakeApi.commits == [("o/r", list(plan.upload), f"varith publish {NAME}")]
