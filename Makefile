@@ -50,7 +50,7 @@ verify: setup
 	$(BIN)/varith verify $(MODEL) --questions $(QUESTIONS)
 
 # every published model of jobs/catalog.toml: train, verify, ablate, algorithm search, hub folder (resumable)
-REGEN_OUT ?= regenerated
+REGEN_OUT ?= runs/regenerated
 REGEN_CLUSTER ?= slurm
 REGEN_ARGS ?=
 regenerate: setup

@@ -15,11 +15,14 @@ published gets only the stages an ins* model needs of it: its weights and its be
     hub     OUT/hub/<name>/: the published files flat, README.md (model card) and manifest.json
 
 On slurm the Dask stages farm their blocks over SLURM workers (the profile's [slurm] and [dask]); elsewhere
-they run in this process. A stage is skipped when its outputs exist and check out: training by its manifest
-(hpc.markers), the others by the stamps `OUT/runs/<name>/stage.json` keeps (sha256 of what each finished stage
-read and wrote) plus their own checks (the accuracy report's suite and weights sha256, the schema of the
-behaviour and maths files, the hub folder's manifest). So a regeneration that was interrupted resumes where it
-stopped. A model that fails is named in the summary; the others go on (those that need it are not started).
+they run in this process. On slurm and local, the models that need no other model's files are trained ahead,
+together (one sweep per seed, its runs in parallel), before the per-model chains.
+
+A stage is skipped when its outputs exist and check out: training by its manifest (hpc.markers), the others
+by the stamps `OUT/runs/<name>/stage.json` keeps (sha256 of what each finished stage read and wrote) plus their
+own checks (the accuracy report's suite and weights sha256, the schema of the behaviour and maths files, the hub
+folder's manifest). So a regeneration that was interrupted resumes where it stopped. A model that fails is
+named in the summary; the others go on (those that need it are not started).
 """
 
 from __future__ import annotations
@@ -322,16 +325,20 @@ class Stages:
         run = self.opts.run(step)
         return run.path.is_dir() and runs.resolve_one(run.path).state == "done"
 
-    def run_train(self, step: Step) -> list[Path]:
+    def train_many(self, steps: Sequence[Step]) -> dict[str, Any]:
+        """Train models of one seed in one sweep (in parallel on slurm and local): {run name: status row}."""
         from hpc.launcher import LaunchConfig
         from hpc.profile import resolve_slurm
         from hpc.sweeps import SweepOptions, SweepRequest, run_sweep
 
         opts = self.opts
+        seeds = {parse_name(s.source).seed for s in steps}
+        if len(seeds) != 1:
+            raise ValueError("train_many takes models of one seed")
         settings = resolve_slurm(opts.profile if opts.cluster == "slurm" else None, None, {})
         req = SweepRequest(
-            (step.arch,),
-            (parse_name(step.source).seed,),
+            tuple(s.arch for s in steps),
+            tuple(seeds),
             opts.runs_dir,
             overrides=opts.recipe.train,
             steps=opts.recipe.steps,
@@ -341,10 +348,13 @@ class Stages:
         lc = LaunchConfig(cluster=opts.cluster, folder=folder, slurm=settings, job_name="varith-regen")
         poll = 5.0 if opts.cluster == "slurm" else 0.5
         outcome = run_sweep(SweepOptions(req, lc, opts.retries, poll, False, False, False))
-        row = next((r for r in (outcome.rows if outcome else ()) if r.name == step.name), None)
+        return {r.name: r for r in (outcome.rows if outcome else ())}
+
+    def run_train(self, step: Step) -> list[Path]:
+        row = self.train_many([step]).get(step.name)
         if row is None or row.state != "done":
             raise RuntimeError(f"training ended {row.state if row else 'without a run'}: {row.detail if row else ''}")
-        run = opts.run(step)
+        run = self.opts.run(step)
         return [run.weights, run.train_json]
 
     # -- verify
@@ -568,10 +578,34 @@ def run_model(step: Step, stages: Stages) -> Outcome:
     return Outcome(step.name, "done", None, None, tuple(ran), tuple(skipped))
 
 
+def ahead_groups(steps: Sequence[Step], opts: Options, stages: Stages) -> list[list[Step]]:
+    """On slurm and local: the models that need no other model's files and are not trained yet, one group
+    per seed (one sweep each, its runs in parallel); nothing on debug (it runs one thing at a time anyway)."""
+    if opts.cluster == "debug":
+        return []
+    groups: dict[int, list[Step]] = {}
+    for s in steps:
+        if s.insert is None and not stages.done_train(s):
+            groups.setdefault(parse_name(s.source).seed, []).append(s)
+    return [g for g in groups.values() if len(g) > 1]
+
+
+def train_ahead(steps: Sequence[Step], opts: Options, stages: Stages) -> None:
+    """Submit the trainings of `ahead_groups` together before the per-model chains, which then find them done
+    (a model whose training failed here is tried again in its chain)."""
+    for group in ahead_groups(steps, opts, stages):
+        _say(f"training ahead together ({opts.where('train')}): {' '.join(s.name for s in group)}")
+        try:
+            stages.train_many(group)
+        except Exception as exc:  # each model's chain tries again and reports its own failure
+            _say(f"training ahead failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+
+
 def regenerate(steps: Sequence[Step], opts: Options, stages: Stages | None = None) -> Report:
     stages = stages or Stages(opts)
     report = Report()
     t0 = time.time()
+    train_ahead(steps, opts, stages)
     by_source = {s.source: s for s in steps}
     state: dict[str, str] = {}
     for step in steps:
@@ -598,6 +632,8 @@ def dry_run_text(steps: Sequence[Step], opts: Options, stages: Stages | None = N
         f"# recipe: steps {r.steps or 'as named'}, training {dict(r.train) or 'defaults'}, "
         f"{r.questions:,} verification questions per operation",
     ]
+    for group in ahead_groups(steps, opts, stages):
+        lines.append(f"# trained ahead together, one sweep: {' '.join(s.name for s in group)}")
     for step in steps:
         extra = "" if step.name == step.source else f" (for {step.source})"
         role = "" if step.published else " [insert model, not published: trained first]"

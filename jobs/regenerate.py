@@ -30,7 +30,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="where training runs (slurm also farms verification and analysis over Dask workers)",
     )
     p.add_argument("--profile", help="TOML profile with [slurm] (and [dask]) settings, for --cluster slurm")
-    p.add_argument("--out", default="regenerated", help="output folder: OUT/runs/<name>/, OUT/hub/<name>/")
+    p.add_argument(
+        "--out",
+        default="runs/regenerated",
+        help="output folder: OUT/runs/<name>/, OUT/hub/<name>/ (default: runs/regenerated)",
+    )
     p.add_argument("--catalog", help="catalog TOML (default: the one in the package)")
     p.add_argument("--steps", type=int, help="override the recipe's training steps (the names are rewritten)")
     p.add_argument("--questions", type=int, help="override the recipe's verification questions per operation")

@@ -194,3 +194,18 @@ def test_a_failed_model_stops_only_itself_and_what_needs_it(tmp_path):
     assert "1/4 model(s) regenerated" in summary
     assert "failed: add_d5_l1_h3_t30K_s372001 add_d6_l2_h3_t20K_s173289 ins1_mix_d6_l3_h4_t40K_s173289" in summary
     assert "verify broke" in summary
+
+
+def test_local_backend_trains_the_plain_models_of_one_seed_together(tmp_path, capsys):
+    models = ["add_d5_l1_h3_t30K_s372001", "add_d5_l2_h3_t15K_s372001"]
+    argv = ["regenerate", "--scale", "tiny", "--cluster", "local", "--steps", "30", "--questions", "500"]
+    assert main([*argv, "--out", str(tmp_path), "--models", *models, "--dry-run"]) == 0
+    assert "# trained ahead together, one sweep: add_d5_l1_h3_t30_s372001 add_d5_l2_h3_t30_s372001" in (
+        capsys.readouterr().out
+    )
+    assert main([*argv, "--out", str(tmp_path), "--models", *models]) == 0
+    text = capsys.readouterr().out
+    assert "training ahead together (local job (submitit)): add_d5_l1_h3_t30_s372001 add_d5_l2_h3_t30_s372001" in text
+    assert text.count("train skipped (done and checked)") == 2
+    for name in ("add_d5_l1_h3_t30_s372001", "add_d5_l2_h3_t30_s372001"):
+        assert hub.manifest_problem(tmp_path / "hub" / name) is None
