@@ -22,9 +22,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hpc.hub import cache_dir, check_repo, fetch, hub_for
+    import sys
 
+    from arith.errors import InputError
+    from arith.names import artifact_path, parse_name
+    from hpc.hub import FETCHED, cache_dir, check_repo, fetch, hub_for
+
+    parse_name(args.name)
     dest = Path(args.cache) if args.cache else cache_dir()
-    for path in fetch(hub_for(args.hub), check_repo(args.repo), args.name, dest):
+    try:
+        paths = fetch(hub_for(args.hub), check_repo(args.repo), args.name, dest)
+    except InputError:
+        raise
+    except Exception as exc:  # no network, Hub down: what the cache holds still loads
+        cached = [artifact_path(dest / args.name, args.name, kind) for kind in FETCHED]
+        paths = [p for p in cached if p.is_file()]
+        if not paths or not cached[0].is_file():
+            raise InputError(f"cannot reach {args.repo} ({type(exc).__name__}) and {args.name} is not cached") from None
+        print(f"note: cannot reach {args.repo} ({type(exc).__name__}); using the cached copy", file=sys.stderr)
+    for path in paths:
         print(path)
     return 0

@@ -150,3 +150,19 @@ def test_hf_hub_reads_lfs_and_git_ids_and_commits_the_files(tmp_path):
     assert set(plan.upload) == set(FILES) - set(plan.unchanged) | {"manifest.json"}
     hub.publish(hf, "o/r", folder, plan)
     assert FakeApi.commits == [("o/r", list(plan.upload), f"varith publish {NAME}")]
+
+
+def test_fetch_without_the_hub_uses_the_cache(tmp_path, capsys, monkeypatch):
+    class Offline(hub.LocalFolderHub):
+        def files(self, repo):
+            raise ConnectionError("no network")
+
+    monkeypatch.setattr(hub, "hub_for", lambda spec: Offline(tmp_path))
+    cache = tmp_path / "cache"
+    assert main(["fetch", NAME, "--cache", str(cache)]) == 2
+    assert "is not cached" in capsys.readouterr().err
+    (cache / NAME).mkdir(parents=True)
+    (cache / NAME / f"{NAME}.pth").write_bytes(b"w")
+    assert main(["fetch", NAME, "--cache", str(cache)]) == 0
+    captured = capsys.readouterr()
+    assert "using the cached copy" in captured.err and captured.out.strip().endswith(f"{NAME}.pth")
