@@ -84,7 +84,7 @@ class Catalog:
         return next((e for e in self.models if e.name == name), None)
 
 
-def _positive(value, what: str) -> int:
+def positive_int(value, what: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise InputError(f"{what} must be a positive whole number, got {value!r}")
     return value
@@ -117,8 +117,8 @@ def read_catalog(path: str | Path | None = None) -> Catalog:
         bad = sorted(set(train) - set(TRAIN_OVERRIDES))
         if bad:
             raise InputError(f"catalog {path}: [recipe.{scale}] unknown training setting(s) {bad}")
-        steps = _positive(r["steps"], f"[recipe.{scale}] steps") if "steps" in r else None
-        questions = _positive(r.get("questions", 1_000_000), f"[recipe.{scale}] questions")
+        steps = positive_int(r["steps"], f"[recipe.{scale}] steps") if "steps" in r else None
+        questions = positive_int(r.get("questions", 1_000_000), f"[recipe.{scale}] questions")
         recipes.append(Recipe(scale, steps, tuple(sorted(train.items())), questions))
     if len({e.name for e in models}) != len(models):
         raise InputError(f"catalog {path}: a model is listed twice")

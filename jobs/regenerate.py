@@ -54,9 +54,9 @@ def run(args: argparse.Namespace) -> int:
     catalog = rg.read_catalog(args.catalog)
     recipe = base = catalog.recipe(args.scale)
     if args.steps is not None:
-        recipe = replace(recipe, steps=rg._positive(args.steps, "--steps"))
+        recipe = replace(recipe, steps=rg.positive_int(args.steps, "--steps"))
     if args.questions is not None:
-        recipe = replace(recipe, questions=rg._positive(args.questions, "--questions"))
+        recipe = replace(recipe, questions=rg.positive_int(args.questions, "--questions"))
     if args.retries < 0:
         raise InputError("--retries must be >= 0")
     opts = rg.Options(Path(args.out), recipe, args.cluster, args.profile, args.retries, args.device)

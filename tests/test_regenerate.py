@@ -84,6 +84,9 @@ def test_dry_run_prints_every_model_its_stages_dependencies_and_where(tmp_path, 
     assert main(["regenerate", "--cluster", "slurm", "--profile", str(prof), "--models", ADD, "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "train  SLURM job (submitit)" in out and "verify Dask workers on SLURM" in out
+    for bad in (["--steps", "0"], ["--models", "add_d9_l1_h1_t1K_s000001"], ["--steps", "1500"]):
+        assert main(["regenerate", "--dry-run", *bad]) == 2, bad
+        assert len(capsys.readouterr().err.strip().splitlines()) == 1
 
 
 def check_hub_folder(out: Path, name: str) -> None:
