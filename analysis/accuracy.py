@@ -14,7 +14,10 @@ write atomically, under a lock on the folder):
 
 A report (`accuracy_report`) has `model`, `suite` (the suite's settings; `suite.suite` is the key above),
 `tested`, `failed`, `accuracy`, `by_operation`, `by_class`, `wrong_answer_positions`, `failures` (up to 100
-failing questions) and the caller's extras (`weights_sha256`, `mode`). Sampled suites give each operation and
+failing questions), `scoring` (what fast scoring took: `rechecked` questions re-scored in fp32 and the
+`logit_error_bound` used, arith.scoring; both 0 for plain fp32 scoring; the verdicts do not depend on them,
+so comparisons of runs at different precisions drop this one field) and the caller's extras (`weights_sha256`,
+`mode`). Sampled suites give each operation and
 complexity class an exact one-sided 95% upper bound on the failure rate (`failure_rate_upper_95`), random
 suites the reference's "nines" verdict per operation. An exhaustive suite checked every question, so it states
 the exact `failure_rate` (no bound) and the sentence "every one of the N ... questions was checked"; counts
@@ -162,6 +165,7 @@ def accuracy_report(counts: BlockCounts, suite: Suite, model_name: str, extra: d
         "by_class": by_class,
         "wrong_answer_positions": dict(zip(layout.answer_names(), counts.wrong_pos.tolist(), strict=True)),
         "failures": failing_examples(counts, suite.n_digits),
+        "scoring": {"rechecked": int(counts.rechecked), "logit_error_bound": float(counts.bound)},
     }
     if isinstance(suite, RandomSuite):
         # the reference tests each operation separately: a verdict per operation (ADD, and SUB+NEG together)

@@ -189,6 +189,8 @@ class BlockCounts:
     fail_y: np.ndarray
     fail_op: np.ndarray  # uint8 [k]
     fail_pred: np.ndarray  # uint8 [k, n+2] the model's answer tokens
+    rechecked: int = 0  # questions re-scored in fp32 by fast scoring (arith.scoring), summed over blocks
+    bound: float = 0.0  # the largest logit error bound fast scoring used (0.0: plain fp32 only)
 
     @classmethod
     def empty(cls, n_digits: int) -> BlockCounts:
@@ -212,6 +214,8 @@ class BlockCounts:
             np.concatenate([self.fail_y, other.fail_y]),
             np.concatenate([self.fail_op, other.fail_op]),
             np.concatenate([self.fail_pred, other.fail_pred]),
+            self.rechecked + other.rechecked,
+            max(self.bound, other.bound),
         )
 
 
@@ -236,10 +240,20 @@ def evaluate_block(
     cap: int = DEFAULT_CAP,
     precision: str = "fp32",
     batch_size: int = 1024,
+    share_prefixes: bool = True,
 ) -> BlockCounts:
-    """Generate block k of the suite, score it with one forward per batch, count."""
+    """Generate block k of the suite, score it with one forward per batch, count.
+
+    `precision` "fp32" or "bf16" (resolve "auto" first, arith.device.resolve_precision); bf16 scoring and the
+    shared prefixes of exhaustive blocks (`share_prefixes`, arith.prefix) give the fp32 verdicts
+    (arith.scoring), so the counts equal the plain fp32 path's; `rechecked` and `bound` say what it took."""
     x, y, op = suite.block(k)
     if len(op) == 0:
         return BlockCounts.empty(suite.n_digits)
-    s = score(model, encode(x, y, op), suite.n_digits, mode=mode, precision=precision, batch_size=batch_size)
-    return count_block(x, y, op, s.failed, s.wrong, s.pred, cap)
+    prefix = share_prefixes and isinstance(suite, ExhaustiveSuite)
+    s = score(
+        model, encode(x, y, op), suite.n_digits, mode=mode, precision=precision, batch_size=batch_size, prefix=prefix
+    )
+    counts = count_block(x, y, op, s.failed, s.wrong, s.pred, cap)
+    counts.rechecked, counts.bound = s.rechecked, s.bound
+    return counts

@@ -3,7 +3,14 @@
 import importlib
 import sys
 
-MODULES = ("bench.bench_core", "bench.bench_verify", "bench.bench_sweep", "bench.bench_ablate", "bench.bench_algo")
+MODULES = (
+    "bench.bench_core",
+    "bench.bench_verify",
+    "bench.bench_sweep",
+    "bench.bench_ablate",
+    "bench.bench_algo",
+    "bench.bench_precision",
+)
 
 for name in MODULES if len(sys.argv) < 2 else sys.argv[1:]:
     try:

@@ -43,6 +43,20 @@ def matmul_flops_per_s(rows: int, d_in: int, d_out: int, seconds: float = 2.0) -
     return 2.0 * rows * d_in * d_out * n / (time.perf_counter() - t0)
 
 
+def bf16_matmul_flops_per_s(rows: int, d_in: int, d_out: int, seconds: float = 2.0) -> float:
+    """Sustained bf16 GEMM rate (bf16 inputs, as autocast runs them) on a [rows, d_in] x [d_in, d_out] product."""
+    a = torch.randn(rows, d_in, dtype=torch.bfloat16)
+    b = torch.randn(d_in, d_out, dtype=torch.bfloat16)
+    out = torch.empty(rows, d_out, dtype=torch.bfloat16)
+    for _ in range(3):
+        torch.mm(a, b, out=out)
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        torch.mm(a, b, out=out)
+        n += 1
+    return 2.0 * rows * d_in * d_out * n / (time.perf_counter() - t0)
+
+
 class Interleaved:
     """Measure a workload's FLOP rate against the GEMM rate in alternating slices of the same run.
 

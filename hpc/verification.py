@@ -15,6 +15,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from arith.device import resolve_precision
 from arith.errors import InputError
 from arith.files import sha256_file
 from arith.model import ModelShape
@@ -36,7 +37,7 @@ class VerifyWork:
     suite: Suite
     group: SuiteStore
     mode: str = "reference"
-    precision: str = "fp32"
+    precision: str = "auto"  # auto: bf16 where the worker's device has it, else fp32 (same verdicts either way)
     cap: int = DEFAULT_CAP
     device: str = "auto"
 
@@ -56,15 +57,18 @@ class VerifyWork:
         """Score block k (questions generated here from (suite, k)), write its rows then its done flag.
         Deterministic: running it again rewrites the same bytes."""
         model = worker_model(self.weights, self.weights_sha256, self.shape, self.device)
-        counts = evaluate_block(model, self.suite, k, mode=self.mode, cap=self.cap, precision=self.precision)
+        precision = resolve_precision(self.precision, next(model.parameters()).device)
+        counts = evaluate_block(model, self.suite, k, mode=self.mode, cap=self.cap, precision=precision)
         self.group.write_block(k, counts)
         return k, {"questions": int(counts.tested.sum()), "failed": int(counts.failed.sum())}
 
 
 def verify_in_process(
-    model, suite: Suite, mode: str = "reference", precision: str = "fp32", progress: bool = True, cap: int = DEFAULT_CAP
+    model, suite: Suite, mode: str = "reference", precision: str = "auto", progress: bool = True, cap: int = DEFAULT_CAP
 ) -> BlockCounts:
-    """Score every block of the suite in this process; the sum of the block counts."""
+    """Score every block of the suite in this process; the sum of the block counts. `precision` auto, bf16 or
+    fp32 (arith.device.resolve_precision): the verdicts are fp32's whichever (arith.scoring)."""
+    precision = resolve_precision(precision, next(model.parameters()).device)
     total = BlockCounts.empty(suite.n_digits)
     with progress_report(suite.n_blocks, desc="blocks", unit="block", enabled=progress) as bar:
         for k in range(suite.n_blocks):
@@ -114,7 +118,7 @@ class DaskVerify:
     store_root: Path
     cluster: ClusterSpec
     mode: str = "reference"
-    precision: str = "fp32"
+    precision: str = "auto"
     cap: int = DEFAULT_CAP
     device: str = "auto"
     fresh: bool = False

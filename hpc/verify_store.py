@@ -10,6 +10,9 @@ One row per block in every array, one chunk per row:
     fail_op     uint8 [n_blocks, cap]
     fail_pred   uint8 [n_blocks, cap, n+2] the model's answer tokens for them
     n_fail_kept int64 [n_blocks]          how many of the `cap` rows are real
+    scoring     float64 [n_blocks, 2]     (questions fast scoring re-scored in fp32, its logit error bound),
+                                          arith.scoring; (0, 0) in plain fp32. Not a verdict: written before
+                                          the rows above, outside their checks; an unreadable chunk reads 0
     done        uint8 [n_blocks]          1 once the row above is complete: written AFTER the data
 
 Besides the generic checks of `hpc.store` (chunks exist and decode), a done block counts only when:
@@ -36,7 +39,7 @@ import numpy as np
 from arith.verify import N_CCOLS, N_QCLASSES, BlockCounts
 from hpc.store import BlockGroup, prepare_group
 
-LAYOUT_VERSION = 2  # 2: data arrays written with write_empty_chunks=True, zstd with checksums
+LAYOUT_VERSION = 3  # 2: data arrays written with write_empty_chunks=True, zstd with checksums; 3: `scoring`
 VERIFY_GROUP = "verify"
 DATA_ARRAYS = ("tested", "failed", "wrong_pos", "fail_x", "fail_y", "fail_op", "fail_pred", "n_fail_kept")
 ALL_ARRAYS = (*DATA_ARRAYS, "done")
@@ -95,6 +98,7 @@ def _array_specs(n_blocks: int, n_digits: int, cap: int) -> dict[str, tuple[tupl
         "fail_op": ((n_blocks, cap), "uint8"),
         "fail_pred": ((n_blocks, cap, a), "uint8"),
         "n_fail_kept": ((n_blocks,), "int64"),
+        "scoring": ((n_blocks, 2), "float64"),
     }
 
 
@@ -122,6 +126,7 @@ class SuiteStore(BlockGroup):
         fp = np.zeros((cap, n + 2), np.uint8)
         fx[:kept], fy[:kept] = counts.fail_x[:kept], counts.fail_y[:kept]
         fo[:kept], fp[:kept] = counts.fail_op[:kept], counts.fail_pred[:kept]
+        self._array("scoring")[k] = np.array([counts.rechecked, counts.bound], dtype=np.float64)
         self.write_rows(
             k,
             {
@@ -181,6 +186,8 @@ class SuiteStore(BlockGroup):
         not done yet an InputError.
         """
         data = self.read_checked()
+        scoring, _unreadable = self._read("scoring")  # informational: a damaged chunk reads as zeros
+        scoring = np.nan_to_num(np.clip(scoring, 0, None))
         kept = data["n_fail_kept"].astype(np.int64)
         mask = np.arange(self.cap)[None, :] < kept[:, None]  # [n_blocks, cap], row-major = block order
         return BlockCounts(
@@ -191,6 +198,8 @@ class SuiteStore(BlockGroup):
             fail_y=data["fail_y"][mask].astype(np.uint8),
             fail_op=data["fail_op"][mask].astype(np.uint8),
             fail_pred=data["fail_pred"][mask].astype(np.uint8),
+            rechecked=int(scoring[:, 0].sum()),
+            bound=float(scoring[:, 1].max()) if len(scoring) else 0.0,
         )
 
 

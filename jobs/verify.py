@@ -13,7 +13,7 @@ import argparse
 from pathlib import Path
 
 from analysis.accuracy import accuracy_report, format_table, write_report
-from arith.device import PRECISIONS
+from arith.device import VERIFY_PRECISIONS
 from arith.errors import InputError
 from arith.files import require_writable_dir, sha256_file
 from arith.names import beside_weights, name_of_weights
@@ -68,7 +68,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "reference) or exact (any wrong answer token)",
     )
     p.add_argument("--device", default="auto", help="auto (each worker's GPU if it has one, else cpu), cpu, cuda")
-    p.add_argument("--precision", default="fp32", choices=PRECISIONS, help="scoring precision: fp32 (default) or bf16")
+    p.add_argument(
+        "--precision",
+        default="auto",
+        choices=VERIFY_PRECISIONS,
+        help="scoring precision: auto (default: bf16 where the device has it, else fp32), bf16 or fp32; bf16 "
+        "re-scores in fp32 every question whose verdict could differ, so the verdicts are fp32's",
+    )
     p.add_argument(
         "--out",
         help="accuracy json (default: <name>_accuracy.json beside the weights); it keeps one report per suite",

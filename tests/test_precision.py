@@ -1,0 +1,145 @@
+"""bf16 scoring with fp32 verdicts, and exhaustive blocks that share their prefixes (issue 12).
+
+Fast scoring (bf16 autocast and/or shared prefixes) re-scores in fp32 every question whose verdict could differ,
+so the counts, the failing examples and the accuracy report equal the plain fp32 path's, apart from the
+`scoring` field (how many were re-scored, and the bound).
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from analysis.accuracy import accuracy_report
+from arith.device import bf16_supported, resolve_precision
+from arith.errors import InputError
+from arith.model import ModelShape, Transformer
+from arith.prefix import prefix_answer_logits, prefix_splits
+from arith.questions import exhaustive_block, random_block
+from arith.scoring import _plain_logits, score
+from arith.verify import BlockCounts, ExhaustiveSuite, RandomSuite, evaluate_block
+from arith.vocab import ADD, SUB, Layout, encode
+from arith.weights import load_model, model_info
+from hpc.verify_store import make_fingerprint, prepare_suite
+from tests.conftest import varith
+
+CPU = torch.device("cpu")
+
+
+def _random_model(n: int, n_layers: int = 2, seed: int = 1) -> Transformer:
+    layout = Layout(n)
+    shape = ModelShape(n_layers=n_layers, n_heads=3, n_ctx=layout.n_ctx, d_model=48, d_head=16, d_mlp=96)
+    model = Transformer(shape)
+    model.reset_parameters(torch.Generator().manual_seed(seed))
+    return model.eval()
+
+
+def _total(model, suite, precision: str, share: bool) -> BlockCounts:
+    total = BlockCounts.empty(suite.n_digits)
+    for k in range(suite.n_blocks):
+        total = total + evaluate_block(model, suite, k, precision=precision, share_prefixes=share)
+    return total
+
+
+def _report(counts, suite) -> dict:
+    report = accuracy_report(counts, suite, "m", extra={"mode": "reference"})
+    return {k: v for k, v in report.items() if k != "scoring"}
+
+
+def test_auto_precision_follows_the_hardware_and_bad_names_are_input_errors():
+    assert resolve_precision("auto", CPU) == ("bf16" if bf16_supported(CPU) else "fp32")
+    assert resolve_precision("fp32", CPU) == "fp32" and resolve_precision("bf16", CPU) == "bf16"
+    with pytest.raises(InputError, match="unknown precision"):
+        resolve_precision("fp16", CPU)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_prefix_logits_equal_the_plain_forward(n):
+    layout = Layout(n)
+    model = _random_model(n)
+    x, y, op = exhaustive_block(n, SUB, 0, 3000)
+    tokens = torch.as_tensor(encode(x, y, op))
+    assert prefix_splits(layout)[-1] == layout.n_ctx - 1
+    shared = prefix_answer_logits(model, tokens, layout, batch_size=700)
+    plain = _plain_logits(model, tokens, layout, "fp32", 1024)
+    torch.testing.assert_close(shared, plain, atol=1e-4, rtol=1e-4)
+    # any order of questions (random ones share little) gives the same logits
+    tokens = torch.as_tensor(encode(*random_block(3, 0, n, ADD, 500)))
+    torch.testing.assert_close(
+        prefix_answer_logits(model, tokens, layout), _plain_logits(model, tokens, layout, "fp32", 1024), atol=1e-4,
+        rtol=1e-4,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(("precision", "prefix"), [("bf16", False), ("bf16", True), ("fp32", True)])
+def test_fast_scores_equal_fp32_scores_on_a_random_model_n3(precision, prefix):
+    """Random weights: small logit margins everywhere, so many questions are re-scored; predictions and
+    verdicts equal the plain fp32 path's all the same (blocks of the n=3 exhaustive enumeration)."""
+    model = _random_model(3)
+    for start in (0, 431_000):
+        tokens = encode(*exhaustive_block(3, ADD, start, start + 4000))
+        fast = score(model, tokens, 3, precision=precision, prefix=prefix)
+        plain = score(model, tokens, 3)
+        np.testing.assert_array_equal(fast.pred, plain.pred)
+        np.testing.assert_array_equal(fast.failed, plain.failed)
+        assert fast.bound > 0 and 0 <= fast.rechecked <= len(tokens)
+        for mode in ("exact", "reference"):
+            other = score(model, tokens, 3, mode=mode, precision=precision, prefix=prefix)
+            np.testing.assert_array_equal(other.failed, score(model, tokens, 3, mode=mode).failed)
+
+
+def test_demo_model_exhaustive_and_random_reports_equal_fp32(demo_model):
+    """The trained 2-digit model: all 10,000 questions with shared prefixes in bf16 and fp32, and 20,000
+    random questions in bf16, give the plain fp32 path's report byte for byte (less the `scoring` field)."""
+    shape, n, _cfg = model_info(demo_model)
+    model = load_model(demo_model, shape)
+    ex = ExhaustiveSuite(n, (ADD,), block_size=3000)
+    plain = _total(model, ex, "fp32", share=False)
+    assert plain.rechecked == 0 and plain.bound == 0.0
+    want = json.dumps(_report(plain, ex))
+    for precision in ("bf16", "fp32"):
+        fast = _total(model, ex, precision, share=True)
+        assert json.dumps(_report(fast, ex)) == want
+        assert fast.bound > 0 and fast.rechecked < 10_000 // 10  # a trained model is confident
+        assert accuracy_report(fast, ex, "m")["scoring"]["rechecked"] == fast.rechecked
+    rnd = RandomSuite(n, (ADD,), 20_000, block_size=5000)
+    assert json.dumps(_report(_total(model, rnd, "bf16", True), rnd)) == json.dumps(
+        _report(_total(model, rnd, "fp32", True), rnd)
+    )
+
+
+def test_store_fingerprint_holds_precision_and_rows_hold_rechecks(tmp_path):
+    suite = RandomSuite(2, (ADD,), 2000, block_size=1000)
+    fp32 = make_fingerprint("0" * 64, suite.fingerprint(), "reference", "fp32", 4)
+    bf16 = make_fingerprint("0" * 64, suite.fingerprint(), "reference", "bf16", 4)
+    assert fp32 != bf16
+    store = prepare_suite(tmp_path / "s.zarr", suite.name, bf16, suite.n_blocks, 2, 4, suite=suite)
+    model = _random_model(2, n_layers=1)
+    counts = [evaluate_block(model, suite, k, cap=4, precision="bf16") for k in range(2)]
+    for k, c in enumerate(counts):
+        store.write_block(k, c)
+    back = store.read_counts()
+    assert back.rechecked == counts[0].rechecked + counts[1].rechecked > 0
+    assert back.bound == max(c.bound for c in counts)
+    with pytest.raises(InputError, match="other settings"):
+        prepare_suite(tmp_path / "s.zarr", suite.name, fp32, suite.n_blocks, 2, 4, suite=suite)
+
+
+def test_cli_precisions_write_the_same_report(demo_model, tmp_path):
+    outs = {}
+    for precision in ("fp32", "bf16", "auto"):
+        out = tmp_path / f"{precision}.json"
+        proc = varith(
+            "verify", str(demo_model), "--exhaustive", "--precision", precision, "--cluster", "none",
+            "--no-progress", "--out", str(out),
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        report = json.loads(out.read_text())["exhaustive"]
+        assert set(report["scoring"]) == {"rechecked", "logit_error_bound"}
+        outs[precision] = json.dumps({k: v for k, v in report.items() if k != "scoring"})
+    assert outs["fp32"] == outs["bf16"] == outs["auto"]
+    bad = varith("verify", str(demo_model), "--exhaustive", "--precision", "fp16", "--cluster", "none")
+    assert bad.returncode == 2
