@@ -19,7 +19,7 @@ from arith.model import ModelShape, Transformer
 from arith.questions import exhaustive_block, random_block
 from arith.scoring import score
 from arith.vocab import ADD, Layout, encode
-from bench.common import bf16_matmul_flops_per_s, emit, forward_flops, machine, matmul_flops_per_s
+from bench.common import emit, forward_flops, machine, matmul_flops_per_s
 
 D6 = Layout(6)
 D4 = Layout(4)
@@ -50,7 +50,7 @@ def main() -> None:
     torch.manual_seed(0)
     rates = {
         "fp32": matmul_flops_per_s(1024 * D6.n_ctx, 510, 2040),
-        "bf16": bf16_matmul_flops_per_s(1024 * D6.n_ctx, 510, 2040),
+        "bf16": matmul_flops_per_s(1024 * D6.n_ctx, 510, 2040, dtype=torch.bfloat16),
     }
     ctx = {
         "shape": "add_d6_l2_h3 widths (d_model 510, d_head 170), random weights",

@@ -29,25 +29,14 @@ def forward_flops(shape: ModelShape, n_answer: int | None = None) -> float:
     return float(shape.n_layers * per_layer + unembed)
 
 
-def matmul_flops_per_s(rows: int, d_in: int, d_out: int, seconds: float = 2.0) -> float:
-    """Sustained fp32 GEMM rate of this process (same threads) on a [rows, d_in] x [d_in, d_out] product."""
-    a = torch.randn(rows, d_in)
-    b = torch.randn(d_in, d_out)
-    out = torch.empty(rows, d_out)
-    for _ in range(3):
-        torch.mm(a, b, out=out)
-    n, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        torch.mm(a, b, out=out)
-        n += 1
-    return 2.0 * rows * d_in * d_out * n / (time.perf_counter() - t0)
-
-
-def bf16_matmul_flops_per_s(rows: int, d_in: int, d_out: int, seconds: float = 2.0) -> float:
-    """Sustained bf16 GEMM rate (bf16 inputs, as autocast runs them) on a [rows, d_in] x [d_in, d_out] product."""
-    a = torch.randn(rows, d_in, dtype=torch.bfloat16)
-    b = torch.randn(d_in, d_out, dtype=torch.bfloat16)
-    out = torch.empty(rows, d_out, dtype=torch.bfloat16)
+def matmul_flops_per_s(
+    rows: int, d_in: int, d_out: int, seconds: float = 2.0, dtype: torch.dtype = torch.float32
+) -> float:
+    """Sustained GEMM rate of this process (same threads) on a [rows, d_in] x [d_in, d_out] product in `dtype`
+    (fp32; or bf16 inputs, as autocast runs them)."""
+    a = torch.randn(rows, d_in, dtype=dtype)
+    b = torch.randn(d_in, d_out, dtype=dtype)
+    out = torch.empty(rows, d_out, dtype=dtype)
     for _ in range(3):
         torch.mm(a, b, out=out)
     n, t0 = 0, time.perf_counter()
