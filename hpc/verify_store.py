@@ -11,14 +11,14 @@ One row per block in every array, one chunk per row:
     fail_pred   uint8 [n_blocks, cap, n+2] the model's answer tokens for them
     n_fail_kept int64 [n_blocks]          how many of the `cap` rows are real
     scoring     float64 [n_blocks, 2]     (questions fast scoring re-scored in fp32, its logit error bound),
-                                          arith.scoring; (0, 0) in plain fp32. Not a verdict: written before
-                                          the rows above, outside their checks; an unreadable chunk reads 0
+                                          arith.scoring; (0, 0) in plain fp32
     done        uint8 [n_blocks]          1 once the row above is complete: written AFTER the data
 
 Besides the generic checks of `hpc.store` (chunks exist and decode), a done block counts only when:
 - `tested` holds exactly the block's questions, per operation (`expected_sizes`: the suite's block sizes,
   the last block of an operation may be shorter), and nothing of the operations the block does not test;
-- 0 <= failed <= tested (elementwise), 0 <= wrong_pos <= the block's failed total,
+- 0 <= failed <= tested (elementwise), 0 <= wrong_pos <= the block's failed total, the re-check count a whole
+  number from 0 to the block's questions and the logit error bound finite and >= 0,
   n_fail_kept <= min(failed, cap) (and >= 1 when there are failures and cap > 0), the kept examples are
   digits of the suite's operations and the padding rows are zero.
 The fingerprint holds the weights sha256, the suite settings (seed, block size), the failure mode, the
@@ -39,9 +39,9 @@ import numpy as np
 from arith.verify import N_CCOLS, N_QCLASSES, BlockCounts
 from hpc.store import BlockGroup, prepare_group
 
-LAYOUT_VERSION = 3  # 2: data arrays written with write_empty_chunks=True, zstd with checksums; 3: `scoring`
+LAYOUT_VERSION = 4  # 2: write_empty_chunks=True, zstd with checksums; 3: `scoring`; 4: `scoring` checked as data
 VERIFY_GROUP = "verify"
-DATA_ARRAYS = ("tested", "failed", "wrong_pos", "fail_x", "fail_y", "fail_op", "fail_pred", "n_fail_kept")
+DATA_ARRAYS = ("tested", "failed", "wrong_pos", "fail_x", "fail_y", "fail_op", "fail_pred", "n_fail_kept", "scoring")
 ALL_ARRAYS = (*DATA_ARRAYS, "done")
 # question-class rows of `tested`/`failed` per operation: ADD -> ADD; SUB -> SUB and NEG; MUL -> MUL
 OP_ROWS = ((0,), (1, 2), (3,))
@@ -126,7 +126,6 @@ class SuiteStore(BlockGroup):
         fp = np.zeros((cap, n + 2), np.uint8)
         fx[:kept], fy[:kept] = counts.fail_x[:kept], counts.fail_y[:kept]
         fo[:kept], fp[:kept] = counts.fail_op[:kept], counts.fail_pred[:kept]
-        self._array("scoring")[k] = np.array([counts.rechecked, counts.bound], dtype=np.float64)
         self.write_rows(
             k,
             {
@@ -138,6 +137,7 @@ class SuiteStore(BlockGroup):
                 "fail_op": fo,
                 "fail_pred": fp,
                 "n_fail_kept": np.int64(kept),
+                "scoring": np.array([counts.rechecked, counts.bound], dtype=np.float64),
             },
         )
 
@@ -147,6 +147,7 @@ class SuiteStore(BlockGroup):
         tested, failed = data["tested"][b], data["failed"][b]
         wrong_pos, kept = data["wrong_pos"][b], data["n_fail_kept"][b]
         fx, fy, fo, fp = (data[n][b] for n in ("fail_x", "fail_y", "fail_op", "fail_pred"))
+        sc = data["scoring"][b]
         ftot = failed.sum(axis=(1, 2))
         per_op = np.stack([tested[:, list(rows)].sum(axis=(1, 2)) for rows in OP_ROWS], axis=1)  # [B, 3]
         expected = None
@@ -169,6 +170,10 @@ class SuiteStore(BlockGroup):
                 why = "wrong answer positions > failed"
             elif kept[i] > min(int(ftot[i]), self.cap) or (kept[i] == 0 and ftot[i] > 0 and self.cap > 0):
                 why = f"n_fail_kept {int(kept[i])} with {int(ftot[i]):,} failed and cap {self.cap}"
+            elif not (np.isfinite(sc[i]).all() and 0 <= sc[i, 0] <= tested[i].sum() and sc[i, 0] == int(sc[i, 0])):
+                why = "re-check counts out of range"
+            elif sc[i, 1] < 0:
+                why = "negative logit error bound"
             else:
                 r = real[i]
                 if (fx[i][r] > 9).any() or (fy[i][r] > 9).any() or not set(fo[i][r].tolist()) <= ops:
@@ -186,8 +191,7 @@ class SuiteStore(BlockGroup):
         not done yet an InputError.
         """
         data = self.read_checked()
-        scoring, _unreadable = self._read("scoring")  # informational: a damaged chunk reads as zeros
-        scoring = np.nan_to_num(np.clip(scoring, 0, None))
+        scoring = data["scoring"]
         kept = data["n_fail_kept"].astype(np.int64)
         mask = np.arange(self.cap)[None, :] < kept[:, None]  # [n_blocks, cap], row-major = block order
         return BlockCounts(

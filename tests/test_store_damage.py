@@ -103,7 +103,16 @@ def copy(pristine, tmp_path) -> Path:
 
 
 def chunk(root: Path, name: str, k: int) -> Path:
-    ndim = {"tested": 3, "failed": 3, "wrong_pos": 2, "fail_x": 3, "fail_y": 3, "fail_op": 2, "fail_pred": 3}
+    ndim = {
+        "tested": 3,
+        "failed": 3,
+        "wrong_pos": 2,
+        "fail_x": 3,
+        "fail_y": 3,
+        "fail_op": 2,
+        "fail_pred": 3,
+        "scoring": 2,
+    }
     return Path(root, "verify", SUITE.name, name, "c", str(k), *(["0"] * (ndim.get(name, 1) - 1)))
 
 
@@ -165,6 +174,8 @@ def test_damage_after_the_open_is_caught_in_the_reduction(model, cluster1, truth
         ("wrong_pos", lambda a: a * 0 + 5000, "wrong answer positions > failed"),
         ("n_fail_kept", lambda a: a * 0 + 17, "n_fail_kept 17"),
         ("fail_x", lambda a: a * 0 + 10, "failing examples out of range"),
+        ("scoring", lambda a: a * 0 + [5000.0, 0.0], "re-check counts out of range"),
+        ("scoring", lambda a: a * 0 + [0.0, -1.0], "negative logit error bound"),
     ],
 )
 def test_wrong_numbers_in_intact_chunks_are_caught(model, copy, name, value, why):
