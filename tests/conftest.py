@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 from pathlib import Path
@@ -51,3 +52,27 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) ->
     assert "Traceback" not in proc.stderr
     for frag in fragments:
         assert frag in lines[0], lines[0]
+
+
+@contextlib.contextmanager
+def worker_killed_when(client, done_chunks: Path):
+    """Kill one Dask worker process (SIGKILL) as soon as the first chunk appears under `done_chunks` (a done
+    array's `c/` folder), while the body runs its stage on `client`."""
+    import os
+    import threading
+    import time
+
+    pids = list(client.run(os.getpid).values())
+
+    def kill():
+        deadline = time.time() + 120
+        while time.time() < deadline and not (done_chunks.is_dir() and any(done_chunks.iterdir())):
+            time.sleep(0.01)
+        os.kill(pids[0], 9)
+
+    killer = threading.Thread(target=kill, daemon=True)
+    killer.start()
+    try:
+        yield
+    finally:
+        killer.join(timeout=5)

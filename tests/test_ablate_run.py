@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +12,7 @@ import torch
 
 from analysis.behavior import load_records
 from hpc import ablation
-from tests.conftest import assert_one_line_error, varith
+from tests.conftest import assert_one_line_error, varith, worker_killed_when
 
 NAME = "add_d2_l1_h3_t3K_s123456"
 
@@ -69,25 +66,15 @@ def test_dask_with_a_killed_worker_gives_the_in_process_result(run_dir, tmp_path
     job = ablation.job_for(weights, store=tmp_path / "dask.zarr")
     spec = ClusterSpec(kind="local", workers=2, torch_threads=1, preload=("hpc.ablation",))
     with open_cluster(spec) as handle:
-        pids = list(handle.client.run(os.getpid).values())
         nodes = tmp_path / "dask.zarr" / "ablate" / "corrected" / "nodes" / "done" / "c"
-
-        def kill_when_nodes_start():
-            deadline = time.time() + 120
-            while time.time() < deadline and not (nodes.is_dir() and any(nodes.iterdir())):
-                time.sleep(0.02)
-            os.kill(pids[0], 9)
-
-        killer = threading.Thread(target=kill_when_nodes_start, daemon=True)
-        killer.start()
-        there = ablation.analyse(handle.client, job, settings, handle.task_resources)
-        killer.join(timeout=5)
+        with worker_killed_when(handle.client, nodes):
+            there = ablation.analyse(handle.client, job, settings, handle.task_resources)
     assert there == here
 
 
 def test_batched_store_results_match_plain_forwards(run_dir, tmp_path):
     """Every stored (node, question) failure equals a plain forward with that node ablated."""
-    from analysis.ablate import Node, means_of, patch_for  # noqa: F401
+    from analysis.ablate import Node, patch_for
     from analysis.ablation import MeanRule, survey
     from arith.scoring import score
     from arith.weights import load_model

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +15,7 @@ from analysis import algo_tasks as at
 from analysis.ablate import Node
 from arith.model import ModelShape, Transformer
 from arith.vocab import ADD, SUB, Layout
-from tests.conftest import DEMO_NAME, varith
+from tests.conftest import DEMO_NAME, varith, worker_killed_when
 
 
 def _case(task: at.Task, n: int, d: int, j: int = 0):
@@ -290,19 +287,9 @@ def test_dask_with_a_killed_worker_gives_the_in_process_result(analysed, tmp_pat
     job = algo_run.job_for(analysed, store=tmp_path / "dask.zarr")
     spec = ClusterSpec(kind="local", workers=2, torch_threads=1, preload=("hpc.algo_run",))
     with open_cluster(spec) as handle:
-        pids = list(handle.client.run(os.getpid).values())
         done = tmp_path / "dask.zarr" / "algo" / "corrected" / "trials" / "done" / "c"
-
-        def kill_when_blocks_start():
-            deadline = time.time() + 120
-            while time.time() < deadline and not (done.is_dir() and any(done.iterdir())):
-                time.sleep(0.01)
-            os.kill(pids[0], 9)
-
-        killer = threading.Thread(target=kill_when_blocks_start, daemon=True)
-        killer.start()
-        there = algo_run.analyse(handle.client, job, settings, handle.task_resources)
-        killer.join(timeout=5)
+        with worker_killed_when(handle.client, done):
+            there = algo_run.analyse(handle.client, job, settings, handle.task_resources)
     assert there == here
 
 
