@@ -56,6 +56,20 @@ def test_auto_precision_follows_the_hardware_and_bad_names_are_input_errors():
         resolve_precision("fp16", CPU)
 
 
+@pytest.mark.parametrize(
+    ("flags", "fast"),
+    [({"avx512_f", "avx512_bw", "avx512_vl"}, False), ({"avx512_f", "avx512_bf16"}, True), ({"amx_bf16"}, True)],
+)
+def test_auto_picks_bf16_only_where_the_cpu_has_bf16_instructions(monkeypatch, flags, fast):
+    """An AVX-512 CPU without avx512_bf16/AMX runs bf16 matmuls by emulation, several times slower than fp32:
+    `--precision auto` must stay in fp32 there."""
+    import arith.device
+
+    monkeypatch.setattr(arith.device, "cpu_flags", lambda: flags)
+    assert bf16_supported(CPU) is fast
+    assert resolve_precision("auto", CPU) == ("bf16" if fast else "fp32")
+
+
 @pytest.mark.parametrize("n", [1, 2, 3])
 def test_prefix_logits_equal_the_plain_forward(n):
     layout = Layout(n)
