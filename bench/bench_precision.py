@@ -56,6 +56,8 @@ def main() -> None:
         "shape": "add_d6_l2_h3 widths (d_model 510, d_head 170), random weights",
         "bf16_hardware": bf16_supported(torch.device("cpu")),
     }
+    # the targets are for a CPU with bf16 instructions; elsewhere bf16 is emulated (slower than fp32)
+    ctx["targets_apply"] = ctx["bf16_hardware"]
     ctx |= machine() | {f"matmul_gflops_{p}": round(r / 1e9, 1) for p, r in rates.items()}
 
     def figure(name, questions, seconds, base_s, precision, layout, scores, plain, **extra):

@@ -157,3 +157,23 @@ def test_cli_precisions_write_the_same_report(demo_model, tmp_path):
     assert outs["fp32"] == outs["bf16"] == outs["auto"]
     bad = varith("verify", str(demo_model), "--exhaustive", "--precision", "fp16", "--cluster", "none")
     assert bad.returncode == 2
+
+
+def test_trained_3_digit_model_exhaustive_reports_equal_fp32(tmp_path):
+    """A trained 3-digit addition model, all 10^6 questions: shared prefixes (fp32 and bf16) give the plain fp32
+    path's report byte for byte (less the `scoring` field), and a trained model leaves little to re-check."""
+    from arith.train import TrainConfig
+    from tests.conftest import DEMO_KW, train_in
+
+    name = "add_d3_l1_h3_t3K_s123456"
+    result = train_in(TrainConfig(name, **DEMO_KW), tmp_path / name, resume=False, progress=False)
+    shape, n, _cfg = model_info(result.weights)
+    model = load_model(result.weights, shape)
+    ex = ExhaustiveSuite(n, (ADD,), block_size=125_000)
+    plain = _total(model, ex, "fp32", share=False)
+    assert plain.tested.sum() == 10**6
+    want = json.dumps(_report(plain, ex))
+    for precision in ("fp32", "bf16"):
+        fast = _total(model, ex, precision, share=True)
+        assert json.dumps(_report(fast, ex)) == want, precision
+        assert fast.rechecked < 10**6 // 20, (precision, fast.rechecked)
