@@ -39,7 +39,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="random questions before the hand-picked ones (default: the analysis batch, 512 or 256; "
         "with --compat the training batch size)",
     )
-    p.add_argument("--device", default="auto", help="auto (each worker's GPU if it has one, else cpu), cpu, cuda")
     p.add_argument("--save-mlp", action="store_true", help="also store the MLP hidden activations")
     p.add_argument(
         "--pca",

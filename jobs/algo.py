@@ -36,7 +36,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="print which algorithm claims the tags support (an SA or MD node per answer digit, ST or MT "
         "before the sign)",
     )
-    p.add_argument("--device", default="auto", help="auto (each worker's GPU if it has one, else cpu), cpu, cuda")
     add_cluster_arguments(p, none_help="this process, no Dask (the store is written all the same)")
 
 

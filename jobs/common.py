@@ -1,4 +1,4 @@
-"""Flags several subcommands share: where block work runs (Dask) and the store it lands in."""
+"""Flags several subcommands share: where block work runs (Dask, the device) and the store it lands in."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from hpc.blocks import DEFAULT_RETRIES
 def add_cluster_arguments(p: argparse.ArgumentParser, none_help: str) -> None:
     """The "where it runs (Dask)" group. `none_help` says what `--cluster none` does for this command."""
     d = p.add_argument_group("where it runs (Dask)")
+    d.add_argument("--device", default="auto", help="auto (each worker's GPU if it has one, else cpu), cpu, cuda")
     d.add_argument(
         "--cluster",
         choices=["local", "slurm", "none"],

@@ -67,7 +67,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="failure rule: reference (default: mean answer-token loss > 0.01 and a wrong token, as the "
         "reference) or exact (any wrong answer token)",
     )
-    p.add_argument("--device", default="auto", help="auto (each worker's GPU if it has one, else cpu), cpu, cuda")
     p.add_argument(
         "--precision",
         default="auto",
