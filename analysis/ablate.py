@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from arith.model import Patch, Transformer
+from arith.model import Patch, Transformer, attn_out, mlp_out, mlp_post, qkv, unembed
 from arith.vocab import Layout
 
 
@@ -94,38 +94,6 @@ class Means:
         return Means([self.z[0]] * n, [self.mlp_post[0]] * n, [self.resid_post[0]] * n)
 
 
-def _qkv(block, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """q, k, v [B, H, S, dh] of the normalised input x [B, S, d] (the model's fused projection)."""
-    attn = block.attn
-    B, S, d = x.shape
-    h, _, dh = attn.W_Q.shape
-    w = torch.cat([attn.W_Q, attn.W_K, attn.W_V], dim=0).permute(1, 0, 2).reshape(d, 3 * h * dh)
-    b = torch.cat([attn.b_Q, attn.b_K, attn.b_V], dim=0).reshape(3 * h * dh)
-    qkv = torch.addmm(b, x.reshape(B * S, d), w).view(B, S, 3, h, dh).permute(2, 0, 3, 1, 4)
-    return qkv[0], qkv[1], qkv[2]
-
-
-def _out(block, z: torch.Tensor) -> torch.Tensor:
-    """Attention output [B, S, d] of head outputs z [B, S, H, dh]."""
-    B, S, h, dh = z.shape
-    W_O = block.attn.W_O
-    return torch.addmm(block.attn.b_O, z.reshape(B * S, h * dh), W_O.reshape(h * dh, W_O.shape[-1])).view(B, S, -1)
-
-
-def _mlp_post(block, x: torch.Tensor) -> torch.Tensor:
-    B, S, d = x.shape
-    return torch.relu(torch.addmm(block.mlp.b_in, x.reshape(B * S, d), block.mlp.W_in)).view(B, S, -1)
-
-
-def _mlp_out(block, post: torch.Tensor) -> torch.Tensor:
-    B, S, m = post.shape
-    return torch.addmm(block.mlp.b_out, post.reshape(B * S, m), block.mlp.W_out).view(B, S, -1)
-
-
-def _unembed(model: Transformer, x: torch.Tensor) -> torch.Tensor:
-    return model.ln_final(x) @ model.unembed.W_U + model.unembed.b_U
-
-
 @torch.inference_mode()
 def clean_run(model: Transformer, tokens: torch.Tensor, layout: Layout, with_pattern: bool = False) -> CleanRun:
     """The unablated forward over `tokens` [B, n_ctx], keeping what the ablations reuse."""
@@ -135,20 +103,20 @@ def clean_run(model: Transformer, tokens: torch.Tensor, layout: Layout, with_pat
     keep: dict[str, list] = {k: [] for k in ("resid_pre", "k", "v", "z", "attn_out", "mlp_post", "resid_post", "pat")}
     for block in model.blocks:
         keep["resid_pre"].append(x)
-        q, k, v = _qkv(block, block.ln1(x))
+        q, k, v = qkv(block.attn, block.ln1(x))
         dh = q.shape[-1]
         scores = (q @ k.transpose(-1, -2)) / math.sqrt(dh)
         pattern = scores.masked_fill(~mask, float("-inf")).softmax(dim=-1)
         z = (pattern @ v).transpose(1, 2).contiguous()  # [B, P, H, dh]
-        attn_out = _out(block, z)
-        mid = x + attn_out
-        post = _mlp_post(block, block.ln2(mid))
-        x = mid + _mlp_out(block, post)
-        for key, val in (("k", k), ("v", v), ("z", z), ("attn_out", attn_out), ("mlp_post", post), ("resid_post", x)):
+        a_out = attn_out(block.attn, z)
+        mid = x + a_out
+        post = mlp_post(block.mlp, block.ln2(mid))
+        x = mid + mlp_out(block.mlp, post)
+        for key, val in (("k", k), ("v", v), ("z", z), ("attn_out", a_out), ("mlp_post", post), ("resid_post", x)):
             keep[key].append(val)
         if with_pattern:
             keep["pat"].append(pattern)
-    logits = _unembed(model, x[:, layout.predict_slice])
+    logits = unembed(model, x[:, layout.predict_slice])
     return CleanRun(
         keep["resid_pre"],
         keep["k"],
@@ -191,19 +159,19 @@ def ablated_logits(
     block = model.blocks[L]
     # layer L at position p, one row group per node
     pre = clean.resid_pre[L][:, p]  # [B, d]
-    attn_out = clean.attn_out[L][:, p].unsqueeze(0).repeat(G, 1, 1)  # [G, B, d]
+    a_out = clean.attn_out[L][:, p].unsqueeze(0).repeat(G, 1, 1)  # [G, B, d]
     W_O = block.attn.W_O  # [H, dh, d]
     mlp_nodes = torch.tensor([n.is_mlp for n in nodes], device=pre.device)
     for g, node in enumerate(nodes):
         if node.is_head:
             h = node.num
             delta = means.z[L][p, h].unsqueeze(0) - clean.z[L][:, p, h]  # [B, dh]
-            attn_out[g] += delta @ W_O[h]
-    mid = pre.unsqueeze(0) + attn_out  # [G, B, d]
-    post = _mlp_post(block, block.ln2(mid)).clone()  # [G, B, d_mlp]
+            a_out[g] += delta @ W_O[h]
+    mid = pre.unsqueeze(0) + a_out  # [G, B, d]
+    post = mlp_post(block.mlp, block.ln2(mid)).clone()  # [G, B, d_mlp]
     if mlp_nodes.any():
         post[mlp_nodes] = means.mlp_post[L][p].to(post.dtype)
-    x_p = mid + _mlp_out(block, post)  # [G, B, d]
+    x_p = mid + mlp_out(block.mlp, post)  # [G, B, d]
     # positions p.. of layer L's output: p from above, the rest as in the clean run
     x = clean.resid_post[L][:, p:].unsqueeze(0).repeat(G, 1, 1, 1)  # [G, B, S, d]
     x[:, :, 0] = x_p
@@ -218,7 +186,7 @@ def ablated_logits(
     last = len(model.blocks) - 1
     for lyr in range(L + 1, last + 1):
         blk = model.blocks[lyr]
-        q, k_new, v_new = _qkv(blk, blk.ln1(x))  # [GB, H, S, dh]
+        q, k_new, v_new = qkv(blk.attn, blk.ln1(x))  # [GB, H, S, dh]
         if p:
             k_old = clean.k[lyr][:, :, :p].repeat(G, 1, 1, 1)
             v_old = clean.v[lyr][:, :, :p].repeat(G, 1, 1, 1)
@@ -229,12 +197,12 @@ def ablated_logits(
             x, q, allowed = x[:, lo - p :], q[:, :, lo - p :], allowed[lo - p :]
             p = lo
         z = F.scaled_dot_product_attention(q, k_all, v_all, attn_mask=allowed).transpose(1, 2)
-        x = x + _out(blk, z.contiguous())
-        x = x + _mlp_out(blk, _mlp_post(blk, blk.ln2(x)))
+        x = x + attn_out(blk.attn, z.contiguous())
+        x = x + mlp_out(blk.mlp, mlp_post(blk.mlp, blk.ln2(x)))
     # logits: answer-predicting positions at or after `lo` from the ablated rows, earlier ones are clean
     out = clean.logits.unsqueeze(0).repeat(G, 1, 1, 1)  # [G, B, n+2, V]
     if lo < P - 1:
-        new = _unembed(model, x[:, lo - p : P - 1 - p]).view(G, B, -1, out.shape[-1])
+        new = unembed(model, x[:, lo - p : P - 1 - p]).view(G, B, -1, out.shape[-1])
         out[:, :, lo - first :] = new
     return out
 

@@ -15,7 +15,7 @@ write atomically, under a lock on the folder):
 A report (`accuracy_report`) has `model`, `suite` (the suite's settings; `suite.suite` is the key above),
 `tested`, `failed`, `accuracy`, `by_operation`, `by_class`, `wrong_answer_positions`, `failures` (up to 100
 failing questions), `scoring` (what fast scoring took: `rechecked` questions re-scored in fp32 and the
-`logit_error_bound` used, arith.scoring; both 0 for plain fp32 scoring; the verdicts do not depend on them,
+`logit_error_bound` used, arith.scoring; both 0 for the plain forward; the verdicts do not depend on them,
 so comparisons of runs at different precisions drop this one field) and the caller's extras (`weights_sha256`,
 `mode`). Sampled suites give each operation and
 complexity class an exact one-sided 95% upper bound on the failure rate (`failure_rate_upper_95`), random

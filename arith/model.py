@@ -126,16 +126,11 @@ class _Attention(nn.Module):
         self.register_buffer("IGNORE", torch.tensor(-torch.inf))
 
     def forward(self, x, hook_pattern: Hook | None, hook_z: Hook | None):
-        B, P, d = x.shape
-        h, _, dh = self.W_Q.shape
-        # one fused [d, 3*h*dh] matmul for Q, K and V of every head
-        w = torch.cat([self.W_Q, self.W_K, self.W_V], dim=0).permute(1, 0, 2).reshape(d, 3 * h * dh)
-        b = torch.cat([self.b_Q, self.b_K, self.b_V], dim=0).reshape(3 * h * dh)
-        qkv = torch.addmm(b, x.reshape(B * P, d), w).view(B, P, 3, h, dh).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv[0], qkv[1], qkv[2]  # [B, h, P, dh]
+        q, k, v = qkv(self, x)  # [B, h, P, dh]
         if hook_pattern is None:
             z = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         else:
+            P, dh = q.shape[-2:]
             scores = (q @ k.transpose(-1, -2)) / math.sqrt(dh)
             scores = scores.masked_fill(~self.mask[:P, :P], float("-inf"))
             pattern = scores.softmax(dim=-1)
@@ -144,8 +139,7 @@ class _Attention(nn.Module):
         z = z.transpose(1, 2)  # [B, P, h, dh]
         if hook_z is not None:
             z = _apply(hook_z, z.contiguous())
-        out = torch.addmm(self.b_O, z.reshape(B * P, h * dh), self.W_O.reshape(h * dh, d))
-        return out.view(B, P, d)
+        return attn_out(self, z)
 
 
 class _MLP(nn.Module):
@@ -157,12 +151,10 @@ class _MLP(nn.Module):
         self.b_out = nn.Parameter(torch.zeros(s.d_model))
 
     def forward(self, x, hook_post: Hook | None):
-        B, P, d = x.shape
-        # in place: addmm's backward does not need its output, and relu's backward uses its own output
-        post = torch.relu_(torch.addmm(self.b_in, x.reshape(B * P, d), self.W_in))
+        post = mlp_post(self, x)
         if hook_post is not None:
-            post = _apply(hook_post, post.view(B, P, -1)).reshape(B * P, -1)
-        return torch.addmm(self.b_out, post, self.W_out).view(B, P, d)
+            post = _apply(hook_post, post)
+        return mlp_out(self, post)
 
 
 class _Block(nn.Module):
@@ -229,8 +221,7 @@ class Transformer(nn.Module):
                 x = _apply(hk, x)
         if logit_positions is not None:
             x = x[:, logit_positions]
-        x = self.ln_final(x)
-        return x @ self.unembed.W_U + self.unembed.b_U
+        return unembed(self, x)
 
     def hook_points(self) -> list[str]:
         """Every intervention point name of this model, in forward order."""
@@ -262,6 +253,47 @@ class Transformer(nn.Module):
         for name in names:
             all_hooks[name] = _chain(all_hooks.get(name), Cache(cache, name))
         return self(tokens, all_hooks), cache
+
+
+def fused_qkv(attn: _Attention) -> tuple[torch.Tensor, torch.Tensor]:
+    """The query, key and value projections of every head as one [d, 3*h*dh] matrix (q, k, v; head-major within
+    each) and its [3*h*dh] bias."""
+    h, d, dh = attn.W_Q.shape
+    w = torch.cat([attn.W_Q, attn.W_K, attn.W_V], dim=0).permute(1, 0, 2).reshape(d, 3 * h * dh)
+    return w, torch.cat([attn.b_Q, attn.b_K, attn.b_V], dim=0).reshape(3 * h * dh)
+
+
+def qkv(attn: _Attention, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """q, k, v [B, h, S, dh] of the normalised input x [B, S, d]: one fused matmul for every head."""
+    B, S, d = x.shape
+    h, _, dh = attn.W_Q.shape
+    w, b = fused_qkv(attn)
+    out = torch.addmm(b, x.reshape(B * S, d), w).view(B, S, 3, h, dh).permute(2, 0, 3, 1, 4)
+    return out[0], out[1], out[2]
+
+
+def attn_out(attn: _Attention, z: torch.Tensor) -> torch.Tensor:
+    """Attention output [B, S, d] of head outputs z [B, S, h, dh]."""
+    B, S, h, dh = z.shape
+    return torch.addmm(attn.b_O, z.reshape(B * S, h * dh), attn.W_O.reshape(h * dh, -1)).view(B, S, -1)
+
+
+def mlp_post(mlp: _MLP, x: torch.Tensor) -> torch.Tensor:
+    """The MLP's hidden activations [B, S, d_mlp] of the normalised input x [B, S, d]."""
+    B, S, d = x.shape
+    # in place: addmm's backward does not need its output, and relu's backward uses its own output
+    return torch.relu_(torch.addmm(mlp.b_in, x.reshape(B * S, d), mlp.W_in)).view(B, S, -1)
+
+
+def mlp_out(mlp: _MLP, post: torch.Tensor) -> torch.Tensor:
+    """The MLP's output [B, S, d] of its hidden activations [B, S, d_mlp]."""
+    B, S, m = post.shape
+    return torch.addmm(mlp.b_out, post.reshape(B * S, m), mlp.W_out).view(B, S, -1)
+
+
+def unembed(model: Transformer, x: torch.Tensor) -> torch.Tensor:
+    """Logits of residual-stream vectors x [..., d]: the final layer norm, then the unembedding."""
+    return model.ln_final(x) @ model.unembed.W_U + model.unembed.b_U
 
 
 class Cache:

@@ -3,9 +3,10 @@
 Failure rule (reference): mean answer-token NLL > 0.01 AND at least one wrong argmax token.
 Exact mode: any wrong token. Everything is batched; there is no per-question Python loop.
 
-Fast scoring with fp32 verdicts (`score(..., precision="bf16")` and/or `prefix=True`): every question is scored
-by the fast path (bf16 autocast, and/or shared prefixes, arith.prefix), then a calibration sample of the block
-(`CALIBRATION_ROWS` rows spread over it) is scored again by the plain fp32 forward, and the largest logit
+Fast scoring with fp32 verdicts (`score(..., fast=True)`, implied by `precision="bf16"` or `prefix=True`): every
+question is scored by the fast forward (arith.prefix: layer 0 from a table, the last layer only at the answer
+positions, and with `prefix` shared prefixes computed once), in bf16 autocast or fp32; then a calibration sample
+of the block (`CALIBRATION_ROWS` rows spread over it) is scored again by the plain fp32 forward, and the largest logit
 difference seen, times `SAFETY`, is the bound on the fast path's logit error. A question whose verdict could
 differ in fp32 is re-scored by the plain fp32 forward: an answer token whose top logit leads the runner-up by
 less than twice the bound, or (reference mode, a wrong token) a mean answer loss within twice the bound of the
@@ -23,6 +24,7 @@ import torch
 from arith.device import PRECISIONS, autocast
 from arith.errors import InputError
 from arith.model import Hook, Transformer
+from arith.prefix import prefix_answer_logits
 from arith.vocab import Layout
 
 FAIL_THRESHOLD = 0.01
@@ -84,15 +86,17 @@ def score(
     hooks: dict[str, Hook] | None = None,
     precision: str = "fp32",
     batch_size: int = 1024,
+    fast: bool = False,
     prefix: bool = False,
 ) -> Scores:
     """Score full question+answer sequences [N, 3n+4] in batches of `batch_size` rows.
 
-    precision "fp32" without `prefix`: the plain path. "bf16" and/or `prefix` (shared prefixes, arith.prefix):
-    the fast path with fp32 verdicts (module docstring); not with hooks."""
+    precision "fp32" without `fast` or `prefix`: the plain path (hooks allowed). `fast`, "bf16" or `prefix`
+    (shared prefixes, for questions in exhaustive order): the fast forward with fp32 verdicts (module docstring);
+    not with hooks."""
     tokens = torch.as_tensor(tokens, dtype=torch.long)
     layout = _check(tokens, n_digits, mode, precision)
-    if precision == "fp32" and not prefix:
+    if precision == "fp32" and not (fast or prefix):
         return _plain_score(model, tokens, layout, mode, hooks, batch_size)
     if hooks:
         raise ValueError("hooks need the plain fp32 path")
@@ -124,13 +128,8 @@ def _fast_score(model, tokens, layout, mode, precision, batch_size, prefix) -> S
     device = next(model.parameters()).device
     N = tokens.shape[0]
     answers = tokens[:, layout.answer_start :].to(device)
-    if prefix:
-        from arith.prefix import prefix_answer_logits
-
-        with autocast(device, precision):
-            logits = prefix_answer_logits(model, tokens.to(device), layout, batch_size)
-    else:
-        logits = _plain_logits(model, tokens, layout, precision, batch_size)
+    with autocast(device, precision):
+        logits = prefix_answer_logits(model, tokens.to(device), layout, batch_size, share=prefix)
     # calibration: the largest logit error of the fast path on rows spread over the block
     cal = calibration_rows(N)
     exact = _plain_logits(model, tokens[cal], layout, "fp32", batch_size)

@@ -240,20 +240,21 @@ def evaluate_block(
     cap: int = DEFAULT_CAP,
     precision: str = "fp32",
     batch_size: int = 1024,
-    share_prefixes: bool = True,
+    fast: bool = True,
 ) -> BlockCounts:
     """Generate block k of the suite, score it with one forward per batch, count.
 
-    `precision` "fp32" or "bf16" (resolve "auto" first, arith.device.resolve_precision); bf16 scoring and the
-    shared prefixes of exhaustive blocks (`share_prefixes`, arith.prefix) give the fp32 verdicts
-    (arith.scoring), so the counts equal the plain fp32 path's; `rechecked` and `bound` say what it took."""
+    `precision` "fp32" or "bf16" (resolve "auto" first, arith.device.resolve_precision). `fast` (the default):
+    the fast forward (arith.prefix; exhaustive blocks share their prefixes) in that precision, with the fp32
+    verdicts (arith.scoring), so the counts equal the plain fp32 path's; `rechecked` and `bound` say what it
+    took. Without `fast`: the plain forward (fp32 only)."""
     x, y, op = suite.block(k)
     if len(op) == 0:
         return BlockCounts.empty(suite.n_digits)
-    prefix = share_prefixes and isinstance(suite, ExhaustiveSuite)
     s = score(
-        model, encode(x, y, op), suite.n_digits, mode=mode, precision=precision, batch_size=batch_size, prefix=prefix
-    )
+        model, encode(x, y, op), suite.n_digits, mode=mode, precision=precision, batch_size=batch_size, fast=fast,
+        prefix=fast and isinstance(suite, ExhaustiveSuite),
+    )  # fmt: skip
     counts = count_block(x, y, op, s.failed, s.wrong, s.pred, cap)
     counts.rechecked, counts.bound = s.rechecked, s.bound
     return counts

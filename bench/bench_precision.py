@@ -1,10 +1,10 @@
 """Verification at bf16 speed with fp32 verdicts, and exhaustive blocks that share their prefixes (issue 12).
 
 On the add_d6_l2_h3 widths (d_model 510, d_head 170, random weights): questions per second of the plain fp32
-path, of bf16 with fp32 re-checks (random 6-digit questions), and of an exhaustive 4-digit block with shared
-prefixes (fp32 and bf16), each as a ratio to the plain fp32 path on the same questions and to the GEMM rate of
-its precision (plain-path FLOPs per question, so shared prefixes count the work they avoid). Every fast run's
-predictions and verdicts are checked against the plain fp32 path's.
+path, of the fast forward (arith.prefix) in fp32 and in bf16 with fp32 re-checks (random 6-digit questions), and
+of an exhaustive 4-digit block with shared prefixes (fp32 and bf16), each as a ratio to the plain fp32 path on
+the same questions and to the GEMM rate of its precision (plain-path FLOPs per question, so the fast forward counts
+the work it avoids). Every fast run's predictions and verdicts are checked against the plain fp32 path's.
 """
 
 from __future__ import annotations
@@ -83,6 +83,8 @@ def main() -> None:
     tokens = encode(*random_block(1, 0, 6, ADD, n))
     base_s, plain = _timed(lambda: score(_M6, tokens, 6))
     figure("verify_fp32_plain", n, base_s, base_s, "fp32", D6, plain, plain, target="the reference")
+    t, fast = _timed(lambda: score(_M6, tokens, 6, fast=True))
+    figure("verify_fp32_fast", n, t, base_s, "fp32", D6, fast, plain, target="what fp32 verification runs")
     t, fast = _timed(lambda: score(_M6, tokens, 6, precision="bf16"))
     figure("verify_bf16_rechecked", n, t, base_s, "bf16", D6, fast, plain, target=">= 2x plain fp32")
     # random weights have small logit margins everywhere (most questions are re-checked); a trained model is
