@@ -1,9 +1,10 @@
-"""`varith algo MODEL.pth [--compat] [--question-file FILE] [--check]` -> `<name>_maths.json`.
+"""`varith algo MODEL.pth [--compat] [--question-file FILE] [--check] [--reduce-only]` -> `<name>_maths.json`.
 
 The algorithm sub-task search of upstream_spec 8 (hpc.algo_run), farmed over Dask into `<name>.zarr/algo/`
 and reduced to the maths file. It reads `<name>_behavior.json` beside the weights; when there is none, the
 ablation runs first (as `varith ablate`, same flags). `--compat` uses the reference's filters (substring
 attention and leading-impact matches); the default uses the intended ones (README, "Algorithm search").
+`--reduce-only` rebuilds the maths file from the store with no forward pass.
 """
 
 from __future__ import annotations
@@ -36,6 +37,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="print which algorithm claims the tags support (an SA or MD node per answer digit, ST or MT "
         "before the sign)",
     )
+    p.add_argument(
+        "--reduce-only",
+        action="store_true",
+        help="rebuild the JSON from the store (made from this behaviour file), no forward pass",
+    )
     add_cluster_arguments(p, none_help="this process, no Dask (the store is written all the same)")
 
 
@@ -52,8 +58,14 @@ def run(args: argparse.Namespace) -> int:
     settings = algo_run.Settings(
         compat=args.compat, device=args.device, retries=args.retries, progress=not args.no_progress, fresh=args.fresh
     )
-    spec = None if args.cluster == "none" else cluster_spec(args, n_tasks=16, preload=("hpc.algo_run",))
     need_ablation = not run_dir.behavior_json.is_file()
+    if args.reduce_only:
+        if need_ablation:
+            raise InputError(f"{run_dir.behavior_json}: no behaviour file; --reduce-only reads the search's store")
+        require_writable_dir(run_dir.path, "output folder")
+        job = algo_run.job_for(weights, store=args.store)
+        return _report(job, algo_run.reduce_store(job, settings), args.check)
+    spec = None if args.cluster == "none" else cluster_spec(args, n_tasks=16, preload=("hpc.algo_run",))
     if args.dry_run:
         if spec is None:
             raise InputError("--cluster none runs in this process: no --dry-run")
@@ -77,11 +89,17 @@ def run(args: argparse.Namespace) -> int:
     else:
         _note_other_ablation(run_dir.behavior_json, "compat" if args.compat else "corrected", args.question_file)
     job = algo_run.job_for(weights, store=args.store)
-    records = algo_run.run(job, settings, spec)
+    return _report(job, algo_run.run(job, settings, spec), args.check)
+
+
+def _report(job, records: list[dict], check: bool) -> int:
+    """Write the maths file (and picture) and say what it holds; with `check`, which claims the tags support."""
+    from hpc import algo_run
+
     out = algo_run.write_outputs(job, records)
     tagged = sum(1 for r in records if r["tags"])
     print(f"{job.model.name}: {tagged} of {len(records)} useful nodes have an algorithmic purpose -> {out}")
-    if args.check:
+    if check:
         from analysis.algo import check_claims
 
         for claim, holds in check_claims(records, job.model.ops, job.model.n_digits):

@@ -321,6 +321,16 @@ def test_cli_runs_the_ablation_first_and_checks(demo_model, tmp_path):
     if any(r["tags"] for r in maths):  # the picture of the algorithm purposes sits beside the json
         for suffix in ("svg", "png"):
             assert (folder / f"{DEMO_NAME}_quanta_algo.{suffix}").is_file()
+    # --reduce-only rebuilds the maths file from the store alone; a store made from another behaviour is refused
+    (folder / f"{DEMO_NAME}_maths.json").unlink()
+    weights = str(folder / f"{DEMO_NAME}.pth")
+    proc = varith("algo", weights, "--reduce-only", "--check")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((folder / f"{DEMO_NAME}_maths.json").read_text()) == maths
+    assert "holds: A0.SA at or before P8" in proc.stdout
+    proc = varith("algo", weights, "--reduce-only", "--store", str(tmp_path / "empty.zarr"))
+    assert proc.returncode == 2 and "no algorithm search results there" in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
     # the behaviour file is reused as it is, with a note when the ablation was made the other way
     proc = varith("algo", str(folder / f"{DEMO_NAME}.pth"), "--cluster", "none", "--compat", "--no-progress")
     assert proc.returncode == 0, proc.stderr
