@@ -10,6 +10,7 @@ MODULES = (
     "bench.bench_ablate",
     "bench.bench_algo",
     "bench.bench_precision",
+    "bench.bench_gpu",
 )
 
 for name in MODULES if len(sys.argv) < 2 else sys.argv[1:]:
