@@ -239,7 +239,7 @@ def evaluate_block(
     mode: str = "reference",
     cap: int = DEFAULT_CAP,
     precision: str = "fp32",
-    batch_size: int = 1024,
+    batch_size: int | None = None,
     fast: bool = True,
 ) -> BlockCounts:
     """Generate block k of the suite, score it with one forward per batch, count.
