@@ -31,7 +31,7 @@ FAIL_THRESHOLD = 0.01
 MODES = ("reference", "exact")
 CALIBRATION_ROWS = 256  # per scored block: rows scored both ways to measure the fast path's logit error
 CPU_BATCH_BYTES = 32 * 2**20  # a CPU batch's widest activation stays under glibc's largest mmap threshold ...
-GPU_BATCH_ROWS = 8192  # ... while a GPU (a caching allocator, thousands of cores) takes large batches
+GPU_BATCH_BYTES = 2**30  # ... while a GPU (a caching allocator, thousands of cores) takes large batches
 SAFETY = 4.0  # the bound is SAFETY x the largest error measured on the calibration rows ...
 MIN_BOUND = 1e-4  # ... and never below this (fp32 rounding differences between the fast and plain paths)
 
@@ -72,12 +72,11 @@ def batch_rows(model: Transformer) -> int:
     """Questions per forward by default. On a CPU the widest activation of a batch (n_ctx positions times the MLP,
     QKV or residual width, float32) is kept under 32 MiB: glibc serves such buffers again from its heap, where a
     larger one is mapped afresh each time and its page faults cost about a quarter of the forward (add_d6_l2_h3
-    widths: 1,024 rows scored 726 questions/s, 186 rows 957). On a GPU, `GPU_BATCH_ROWS`."""
-    if next(model.parameters()).device.type == "cuda":
-        return GPU_BATCH_ROWS
+    widths: 1,024 rows scored 726 questions/s, 186 rows 957). On a GPU the limit is 1 GiB (5,980 rows there)."""
+    on_gpu = next(model.parameters()).device.type == "cuda"
     s = model.shape
     widest = max(s.d_mlp, 3 * s.n_heads * s.d_head, s.d_model)
-    return max(16, CPU_BATCH_BYTES // (s.n_ctx * widest * 4))
+    return max(16, (GPU_BATCH_BYTES if on_gpu else CPU_BATCH_BYTES) // (s.n_ctx * widest * 4))
 
 
 def _plain_logits(model, tokens, layout, precision, batch_size, hooks=None) -> torch.Tensor:

@@ -188,3 +188,19 @@ def test_trained_3_digit_model_exhaustive_and_1m_random_reports_equal_fp32(tmp_p
     want = json.dumps(_report(plain, rnd))
     for precision in ("fp32", "bf16"):
         assert json.dumps(_report(_total(model, rnd, precision, share=True), rnd)) == want, precision
+
+
+def test_scores_do_not_depend_on_the_batch_size():
+    """The default batch (arith.scoring.batch_rows: a CPU batch's widest activation under 32 MiB) and odd batch
+    sizes that split prefix groups give the same predictions and verdicts, on both paths."""
+    from arith.scoring import batch_rows
+
+    model = _random_model(3)
+    assert batch_rows(model) * model.shape.n_ctx * model.shape.d_mlp * 4 <= 32 * 2**20
+    tokens = encode(*exhaustive_block(3, ADD, 5000, 7000))
+    want = score(model, tokens, 3, batch_size=len(tokens))
+    for fast in (False, True):
+        for batch in (None, 7, 333):
+            got = score(model, tokens, 3, batch_size=batch, fast=fast, prefix=fast)
+            np.testing.assert_array_equal(got.pred, want.pred)
+            np.testing.assert_array_equal(got.failed, want.failed)
