@@ -136,7 +136,7 @@ def prefix_answer_logits(
         splits = prefix_splits(layout) if share else (0, layout.n_ctx - 1)
     prep = _prepare(model)
     N = tokens.shape[0]
-    host = tokens.cpu().numpy()
+    host = tokens.cpu().numpy() if len(splits) > 2 else None  # prefixes are grouped on the host
     past: list | None = None
     parent_of_row: np.ndarray | None = None  # [N]: each question's distinct prefix at the previous level
     for j in range(len(splits) - 2):  # shared levels

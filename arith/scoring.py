@@ -72,7 +72,7 @@ def batch_rows(model: Transformer) -> int:
     """Questions per forward by default. On a CPU the widest activation of a batch (n_ctx positions times the MLP,
     QKV or residual width, float32) is kept under 32 MiB: glibc serves such buffers again from its heap, where a
     larger one is mapped afresh each time and its page faults cost about a quarter of the forward (add_d6_l2_h3
-    widths: 1,024 rows scored 726 questions/s, 186 rows 957). On a GPU the limit is 1 GiB (5,980 rows there)."""
+    widths: 1,024 rows scored 726 questions/s, 186 rows 957). On a GPU the limit is 1 GiB (about 6,000 rows there)."""
     on_gpu = next(model.parameters()).device.type == "cuda"
     s = model.shape
     widest = max(s.d_mlp, 3 * s.n_heads * s.d_head, s.d_model)
