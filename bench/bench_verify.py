@@ -7,8 +7,9 @@ Figures (one JSON line each):
   consolidation, the reduction from the store) against calling `evaluate_block` directly on the same blocks
   in one plain process with one torch thread (target <= 10%).
 
-Question count: the issue asks for 1M random questions, but on this shape one question costs ~277 MFLOP, about
-5 ms on one core here, so 1M would take ~80 min per configuration on a 2-core machine. The default is
+Question count: the issue asks for 1M random questions, but on this shape one question costs ~277 MFLOP in the
+plain forward (the fast forward skips about a third), about 2.2 ms on one core here, so 1M would take ~37 min per
+configuration on a 2-core machine. The default is
 BENCH_VERIFY_QUESTIONS=6000 in blocks of BENCH_VERIFY_BLOCK=1000 (6 blocks, ~5 s each: per-block overheads
 weigh more than with the production 20,000-question blocks, so the overhead figure is pessimistic), each
 configuration timed BENCH_VERIFY_ROUNDS=2 times (order reversed in the second round) and the best time kept,
