@@ -265,4 +265,10 @@ def format_table(report: dict) -> str:
             lines.append(f"    {cname:>4}: {c['tested']:>10,} tested {c['failed']:>8,} failed  {acc:8.4f}%")
     if "exhaustive" in report:
         lines.append("  " + report["exhaustive"])
+    scoring = report.get("scoring") or {}
+    if scoring.get("logit_error_bound"):
+        lines.append(
+            f"  fast scoring: {scoring['rechecked']:,} questions re-scored by the plain fp32 forward (logit error "
+            f"bound {scoring['logit_error_bound']:.2g}); the verdicts are the plain fp32 forward's"
+        )
     return "\n".join(lines)

@@ -156,6 +156,8 @@ def test_cli_precisions_write_the_same_report(demo_model, tmp_path):
         assert proc.returncode == 0, proc.stderr
         report = json.loads(out.read_text())["exhaustive"]
         assert set(report["scoring"]) == {"rechecked", "logit_error_bound"}
+        rechecked = f"fast scoring: {report['scoring']['rechecked']:,} questions re-scored by the plain fp32 forward"
+        assert rechecked in proc.stdout
         outs[precision] = json.dumps({k: v for k, v in report.items() if k != "scoring"})
     assert outs["fp32"] == outs["bf16"] == outs["auto"]
     bad = varith("verify", str(demo_model), "--exhaustive", "--precision", "fp16", "--cluster", "none")
