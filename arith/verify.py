@@ -247,7 +247,7 @@ def evaluate_block(
     `precision` "fp32" or "bf16" (resolve "auto" first, arith.device.resolve_precision). `fast` (the default):
     the fast forward (arith.prefix; exhaustive blocks share their prefixes) in that precision, with the fp32
     verdicts (arith.scoring), so the counts equal the plain fp32 path's; `rechecked` and `bound` say what it
-    took. Without `fast`: the plain forward (fp32 only)."""
+    took. Without `fast`, in fp32: the plain forward (bf16 always takes the fast forward)."""
     x, y, op = suite.block(k)
     if len(op) == 0:
         return BlockCounts.empty(suite.n_digits)
