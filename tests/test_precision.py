@@ -83,6 +83,14 @@ def test_fast_logits_equal_the_plain_forward(n, n_layers):
     for share in (True, False):
         fast = prefix_answer_logits(model, tokens, layout, batch_size=700, share=share)
         torch.testing.assert_close(fast, plain, atol=1e-4, rtol=1e-4)
+    # a block that starts and ends inside a group of questions sharing all but the last digit of y (short groups
+    # padded), and the same questions in reverse order (the groups found all the same)
+    x, y, op = exhaustive_block(n, SUB, 3, min(10 ** (2 * n), 2997))
+    tokens = torch.as_tensor(encode(x, y, op))
+    plain = _plain_logits(model, tokens, layout, "fp32", 1024)
+    for order in (torch.arange(len(tokens)), torch.arange(len(tokens)).flip(0)):
+        fast = prefix_answer_logits(model, tokens[order], layout, batch_size=97)
+        torch.testing.assert_close(fast, plain[order], atol=1e-4, rtol=1e-4)
     # any order of questions (random ones share little) gives the same logits
     tokens = torch.as_tensor(encode(*random_block(3, 0, n, ADD, 500)))
     torch.testing.assert_close(
@@ -190,6 +198,22 @@ def test_trained_3_digit_model_exhaustive_and_1m_random_reports_equal_fp32(tmp_p
     want = json.dumps(_report(plain, rnd))
     for precision in ("fp32", "bf16"):
         assert json.dumps(_report(_total(model, rnd, precision, share=True), rnd)) == want, precision
+
+
+def test_last_level_groups_questions_by_parent_prefix():
+    """Exhaustive order: the last level reads each parent's keys and values once for its (up to) ten questions;
+    short groups at a block's edges are padded and the padding is marked. Questions that share little (a shuffled
+    block with one big group) run one per group."""
+    from arith.prefix import _grouping
+
+    parent = np.repeat(np.arange(5), 10)[3:-4]  # 43 questions: groups of 7, 10, 10, 10, 6
+    slots, real, group_parent = _grouping(parent)
+    assert slots.shape == (5, 10) and real.sum() == 43 and list(group_parent) == [0, 1, 2, 3, 4]
+    assert sorted(slots[real]) == list(range(43))
+    assert (parent[slots] == group_parent[:, None]).all()  # padding repeats a member of the same group
+    uneven = np.random.default_rng(0).permutation(np.r_[np.arange(100), np.zeros(10, dtype=np.int64)])
+    slots, real, group_parent = _grouping(uneven)  # padding to 11 per group would multiply the rows by 10
+    assert slots.shape == (110, 1) and real.all() and (group_parent == uneven).all()
 
 
 def test_scores_do_not_depend_on_the_batch_size():
