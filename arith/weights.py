@@ -26,10 +26,18 @@ def save_weights(model: Transformer, path: str | Path) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+def require_weights_file(path: str | Path) -> Path:
+    """`path` when it is a file; else InputError saying it is missing or a folder."""
     path = Path(path)
+    if path.is_dir():
+        raise InputError(f"weights {path}: is a folder, not a .pth file")
     if not path.is_file():
         raise InputError(f"weights {path}: no such file")
+    return path
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    path = require_weights_file(path)
     try:
         sd = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # corrupt zip, truncated file, pickle with disallowed globals, ...
@@ -77,8 +85,8 @@ def load_model(path: str | Path, shape: ModelShape, device: torch.device | str =
     return model.to(device).eval()
 
 
-def shape_from_config(config: dict) -> ModelShape:
-    """ModelShape from a train.json `Config` (current or historic format)."""
+def shape_from_config(config: dict, source: str = "train json") -> ModelShape:
+    """ModelShape from a train.json `Config` (current or historic format); `source` names the file in errors."""
     try:
         d_model = int(config.get("d_model", PUBLISHED_D_MODEL))
         d_mlp = int(config["d_mlp"]) if "d_mlp" in config else int(config.get("d_mlp_multiplier", 4)) * d_model
@@ -92,9 +100,9 @@ def shape_from_config(config: dict) -> ModelShape:
             act_fn=str(config.get("act_fn", "relu")),
         )
     except KeyError as exc:
-        raise InputError(f"train json Config lacks {exc.args[0]!r}") from None
+        raise InputError(f"{source}: Config lacks {exc.args[0]!r}") from None
     except (TypeError, ValueError) as exc:
-        raise InputError(f"train json Config has a bad value: {exc}") from None
+        raise InputError(f"{source}: Config has a bad value ({exc})") from None
 
 
 def read_train_json(path: str | Path) -> dict:
@@ -134,14 +142,14 @@ def model_info(weights: str | Path) -> tuple[ModelShape, int, dict]:
     and the widths from the weights' own tensors, so published-format weights work alone; weights that do not
     fit their name raise InputError naming the missing train json.
     """
-    weights = Path(weights)
+    weights = require_weights_file(weights)
     name = name_of_weights(weights)
     train_json = beside_weights(weights, "train")
     if train_json.is_file():
         config = read_train_json(train_json)["Config"]
         if "n_digits" not in config:
             raise InputError(f"train json {train_json}: Config lacks 'n_digits'")
-        return shape_from_config(config), int(config["n_digits"]), config
+        return shape_from_config(config, f"train json {train_json}"), int(config["n_digits"]), config
     from arith.names import parse_name
 
     mn = parse_name(name)

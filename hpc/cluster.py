@@ -29,7 +29,7 @@ from typing import Any
 
 from distributed import WorkerPlugin
 
-from arith.errors import InputError
+from arith.errors import InputError, clip
 from hpc.profile import DaskProfile
 
 CLUSTER_KINDS = ("local", "slurm", "scheduler")
@@ -56,6 +56,8 @@ class ClusterSpec:
             raise InputError(f"unknown cluster {self.kind!r} (expected {', '.join(CLUSTER_KINDS)})")
         if self.kind == "scheduler" and not self.scheduler:
             raise InputError("joining a cluster needs --scheduler tcp://HOST:PORT")
+        if self.kind == "scheduler":
+            _check_address(scheduler_address(self.scheduler))
         if self.kind == "slurm" and not self.profile:
             raise InputError("--cluster slurm needs --profile FILE.toml (a [slurm] table, optionally [dask])")
         if self.workers is not None and self.workers < 1:
@@ -355,12 +357,30 @@ def start_local_cluster(attempts: int = 3, **kwargs):
     raise AssertionError("unreachable")
 
 
+def scheduler_address(address: str) -> str:
+    """`address` with its scheme (tcp:// when it has none)."""
+    return address if "://" in address else f"tcp://{address}"
+
+
+def _check_address(address: str) -> None:
+    """A malformed address is refused before a Client exists (a Client that fails to parse its address lingers and
+    prints a traceback when it is collected)."""
+    from distributed.comm.addressing import parse_address, parse_host_port
+
+    try:
+        scheme, location = parse_address(address)
+        if scheme in ("tcp", "tls", "ws", "wss"):
+            parse_host_port(location)
+    except ValueError as exc:
+        raise InputError(f"scheduler {clip(address)}: not an address like tcp://HOST:PORT ({exc})") from None
+
+
 def connect(address: str, timeout: float):
     """A Client on an existing scheduler, or one InputError line."""
     from distributed import Client
 
-    if "://" not in address:
-        address = f"tcp://{address}"
+    address = scheduler_address(address)
+    _check_address(address)
     quiet = [logging.getLogger(n) for n in ("distributed", "distributed.client", "distributed.comm")]
     levels = [lg.level for lg in quiet]
     for lg in quiet:

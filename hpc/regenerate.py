@@ -229,6 +229,12 @@ def options_check(opts: Options) -> None:
         raise InputError(f"unknown cluster {opts.cluster!r} (expected {', '.join(CLUSTERS)})")
     if opts.cluster == "slurm" and not opts.profile:
         raise InputError("--cluster slurm needs --profile FILE.toml (the [slurm] and [dask] settings)")
+    if opts.profile and opts.cluster != "slurm":
+        raise InputError("--profile is read by --cluster slurm")
+    if opts.profile:
+        from hpc.profile import load_profile
+
+        load_profile(opts.profile)  # a missing or wrong profile is refused before anything runs
 
 
 # ------------------------------------------------------------------------------------------------ stage records

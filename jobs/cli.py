@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
+import errno
 import importlib
 import importlib.util
+import os
 import sys
 
 from arith.errors import InputError
@@ -87,10 +90,30 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser(only=chosen or "")
     args = parser.parse_args(argv)
     try:
-        return int(args._run(args) or 0)
+        code = int(args._run(args) or 0)
+        sys.stdout.flush()  # a full disk shows here, not in the interpreter's last flush
+        return code
     except InputError as exc:
         print(f"{args._prog}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"{args._prog}: interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:
+        if exc.errno not in _FULL:
+            raise
+        _drop_stdout()
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"{args._prog}: error: cannot write ({exc.strerror}){where}", file=sys.stderr)
+        return 1
+
+
+_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # the disk (or quota) is full: one line, not a traceback
+
+
+def _drop_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's last flush of what could not be written stays quiet."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)

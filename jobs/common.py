@@ -9,6 +9,17 @@ from arith.errors import InputError
 from hpc.blocks import DEFAULT_RETRIES
 
 
+def at_least_one(text: str) -> int:
+    """argparse type: a whole number >= 1 (argparse prints the one-line error)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def add_cluster_arguments(p: argparse.ArgumentParser, none_help: str) -> None:
     """The "where it runs (Dask)" group. `none_help` says what `--cluster none` does for this command."""
     d = p.add_argument_group("where it runs (Dask)")
@@ -20,8 +31,10 @@ def add_cluster_arguments(p: argparse.ArgumentParser, none_help: str) -> None:
         f"none: {none_help}",
     )
     d.add_argument("--scheduler", metavar="tcp://HOST:PORT", help="join an existing Dask scheduler")
-    d.add_argument("--workers", type=int, help="local worker processes (default: one per GPU, else min(2, cores))")
-    d.add_argument("--torch-threads", type=int, help="torch threads per worker process")
+    d.add_argument(
+        "--workers", type=at_least_one, help="local worker processes (default: one per GPU, else min(2, cores))"
+    )
+    d.add_argument("--torch-threads", type=at_least_one, help="torch threads per worker process")
     d.add_argument(
         "--profile",
         help="TOML profile for --cluster slurm: a [slurm] table and an optional [dask] table "

@@ -26,12 +26,15 @@ def run(args: argparse.Namespace) -> int:
 
     from arith.errors import InputError
     from arith.names import artifact_path, parse_name
-    from hpc.hub import FETCHED, cache_dir, check_repo, fetch, hub_for
+    from hpc.hub import FETCHED, LocalFolderHub, cache_dir, check_repo, fetch, hub_for
 
     parse_name(args.name)
+    hub = hub_for(args.hub)
+    if isinstance(hub, LocalFolderHub) and not hub.root.is_dir():
+        raise InputError(f"--hub {args.hub}: no such folder")
     dest = Path(args.cache) if args.cache else cache_dir()
     try:
-        paths = fetch(hub_for(args.hub), check_repo(args.repo), args.name, dest)
+        paths = fetch(hub, check_repo(args.repo), args.name, dest)
     except InputError:
         raise
     except Exception as exc:  # no network, Hub down: what the cache holds still loads

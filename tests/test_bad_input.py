@@ -7,6 +7,7 @@ import queue
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import pytest
 import torch
@@ -241,3 +242,55 @@ def test_a_reader_that_stops_early_ends_the_command_quietly(tmp_path):
         err = proc.stderr.read().decode()
         assert proc.wait(timeout=120) == 0
     assert "Traceback" not in err and "BrokenPipe" not in err, err
+
+
+# --- inputs a new-user audit tried ------------------------------------------------------------------------------
+
+
+def test_a_missing_weights_file_is_named_as_missing_whatever_its_name(tmp_path):
+    """`--model nope.pth` (not a model name) says the file is missing, not that the name is malformed; a folder
+    says it is a folder."""
+    assert_one_line_error(varith("predict", "--model", "nope.pth", "12+34", cwd=tmp_path), "nope.pth: no such file")
+    assert_one_line_error(varith("predict", "--model", ".", "12+34", cwd=tmp_path), "is a folder")
+
+
+def test_a_bad_train_json_value_names_the_file(tmp_path):
+    path = tiny_weights(tmp_path)
+    config = {"n_layers": "two", "n_heads": 3, "d_model": 16, "d_head": 4, "n_digits": 2}
+    (tmp_path / f"{TINY}_train.json").write_text(json.dumps({"Config": config}))
+    proc = varith("predict", "--model", path.name, "12+34", cwd=tmp_path)
+    assert_one_line_error(proc, f"{TINY}_train.json", "bad value", "'two'")
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full on this system")
+@pytest.mark.parametrize("command", [("classify", "12+34"), ("status", "--runs-dir", ".")])
+def test_a_full_output_device_is_one_line_not_a_traceback(tmp_path, command):
+    """`varith classify 12+34 > /dev/full`: exit 1 and one line saying the output could not be written."""
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run(
+            [sys.executable, "-m", "jobs", *command], cwd=tmp_path, stdout=full, stderr=subprocess.PIPE, text=True
+        )
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "No space left on device" in lines[0], proc.stderr
+
+
+def test_cluster_flags_are_checked_before_any_work(tmp_path, tiny):
+    """A scheduler address without a port, and a thread or worker count below one, are one line each; the address
+    is refused before a Client exists (a half-made Client printed a traceback ten seconds later)."""
+    proc = varith("verify", str(tiny), "--suite", "handpicked", "--scheduler", "notaurl", cwd=tmp_path)
+    assert_one_line_error(proc, "tcp://notaurl", "HOST:PORT")
+    assert not list(tmp_path.glob("*.zarr")) and not list(tiny.parent.glob("*.zarr"))
+    for flag in ("--torch-threads", "--workers"):
+        proc = varith("verify", str(tiny), "--suite", "handpicked", "--cluster", "none", flag, "0", cwd=tmp_path)
+        assert_one_line_error(proc, flag, "at least 1")
+
+
+def test_regenerate_checks_its_profile_and_fetch_its_hub_folder(tmp_path):
+    name = "add_d6_l2_h3_t15K_s372001"
+    for cluster in ("slurm", "local"):
+        proc = varith("regenerate", "--models", name, "--profile", "nope.toml", "--cluster", cluster, "--dry-run",
+                      cwd=tmp_path)  # fmt: skip
+        assert_one_line_error(proc, "no such file" if cluster == "slurm" else "--profile is read by --cluster slurm")
+    assert_one_line_error(varith("fetch", name, "--hub", "no_hub", cwd=tmp_path), "--hub no_hub: no such folder")
