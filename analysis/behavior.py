@@ -155,3 +155,18 @@ def load_records(path) -> list[dict]:
             if not isinstance(tag, str) or tag.count(":") != 1 or tag.split(":")[0] not in MAJOR_TAGS:
                 raise InputError(f"behaviour file {path}: node {i} has a malformed tag {tag!r}")
     return data
+
+
+def check_nodes_fit(records: list[dict], path, n_layers: int, n_heads: int, n_ctx: int) -> None:
+    """InputError naming the first node that the model's shape has no place for (a position past the context, a
+    layer or head it lacks, an MLP with num other than 0)."""
+    from arith.errors import InputError
+
+    for i, r in enumerate(records):
+        p, layer, num = r["position"], r["layer"], r["num"]
+        if p >= n_ctx or layer >= n_layers or num >= (n_heads if r["is_head"] else 1):
+            label = f"P{p}L{layer}{'H' if r['is_head'] else 'M'}{num}"
+            raise InputError(
+                f"behaviour file {path}: node {i} ({label}) is not in this model ({n_layers} layers, {n_heads} "
+                f"heads, {n_ctx} positions); was it made for other weights? rerun varith ablate"
+            )

@@ -78,8 +78,24 @@ def compare_records(a: list[dict], b: list[dict]) -> Comparison:
     return Comparison(shared, tuple(sorted(set(ta) - set(tb))), tuple(sorted(set(tb) - set(ta))), tuple(tags))
 
 
+def file_kind(records: list[dict]) -> str | None:
+    """ "behaviour" (its nodes carry Fail% tags), "maths" (nodes, none with a Fail% tag) or None (no nodes)."""
+    if not records:
+        return None
+    return "behaviour" if any(t.startswith("Fail%:") for r in records for t in r["tags"]) else "maths"
+
+
 def compare_files(a: str | Path, b: str | Path) -> Comparison:
-    return compare_records(load_records(a), load_records(b))
+    """Two behaviour files or two maths files (InputError for one of each: their tags never agree)."""
+    from arith.errors import InputError, clip
+
+    ra, rb = load_records(a), load_records(b)
+    ka, kb = file_kind(ra), file_kind(rb)
+    if ka and kb and ka != kb:
+        raise InputError(
+            f"{clip(a)} is a {ka} file and {clip(b)} a {kb} file; compare two behaviour or two maths files"
+        )
+    return compare_records(ra, rb)
 
 
 def format_comparison(c: Comparison, a: str, b: str) -> str:

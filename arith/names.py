@@ -377,6 +377,12 @@ def artifact_path(folder: str | Path, name: str, kind: str) -> Path:
     return Path(folder) / f"{name}{ARTIFACT_SUFFIXES[kind]}"
 
 
+def sidecar_path(artifact: str | Path) -> Path:
+    """The record of how a JSON artifact was made, beside it: `x_behavior.json` -> `x_behavior.meta.json`."""
+    artifact = Path(artifact)
+    return artifact.with_name(artifact.name.removesuffix(".json") + ".meta.json")
+
+
 def name_of_weights(weights: str | Path) -> str:
     """The model name of a weights file: `runs/x/add_d6_..._s372001.pth` -> `add_d6_..._s372001`."""
     file = Path(weights).name

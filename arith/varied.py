@@ -77,17 +77,25 @@ def varied_questions(
 
 
 def question_file(path: str | Path, n_digits: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Questions `a+b` / `a-b`, one per line (blank lines and `#` comments skipped), in file order."""
+    """Questions `a+b` / `a-b`, one per line (blank lines and `#` comments skipped), in file order. Other
+    operations (`a*b`) are refused naming their line: the varied questions and their tags know only these two."""
     path = Path(path)
     try:
         text = path.read_text()
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"question file {clip(path)}: unreadable ({type(exc).__name__})") from None
-    lines = [line.strip() for line in text.splitlines()]
-    lines = [line for line in lines if line and not line.startswith("#")]
-    if not lines:
+    numbered = [(i + 1, line.strip()) for i, line in enumerate(text.splitlines())]
+    numbered = [(i, line) for i, line in numbered if line and not line.startswith("#")]
+    if not numbered:
         raise InputError(f"question file {clip(path)}: no questions")
     try:
-        return parse_questions(lines, n_digits)
+        x, y, op = parse_questions([line for _, line in numbered], n_digits)
     except InputError as exc:
         raise InputError(f"question file {clip(path)}: {exc}") from None
+    other = np.flatnonzero(~np.isin(op, (ADD, SUB)))
+    if len(other):
+        i, line = numbered[int(other[0])]
+        raise InputError(
+            f"question file {clip(path)}: line {i} {clip(line)!r} is not a+b or a-b (the ablation takes only those)"
+        )
+    return x, y, op

@@ -26,6 +26,7 @@ D_VOCAB = len(CHARS)
 ADD, SUB, MUL = 0, 1, 2
 OP_TOKEN = np.array([PLUS, MINUS, MULT], dtype=np.int64)
 OP_CHAR = {ADD: "+", SUB: "-", MUL: "*"}
+OP_WORD = {ADD: "addition", SUB: "subtraction", MUL: "multiplication"}
 
 # question classes used for counting: addition, subtraction with a >= 0 answer, with a < 0 answer, multiplication
 Q_ADD, Q_SUB, Q_NEG, Q_MUL = 0, 1, 2, 3
@@ -409,3 +410,23 @@ def question_strings(x: np.ndarray, y: np.ndarray, op: np.ndarray) -> list[str]:
     """`012345+678901` style strings (no answer)."""
     n = x.shape[1]
     return [s[: 2 * n + 1] for s in tokens_to_strings(encode(x, y, op))]
+
+
+def untrained_op_warnings(
+    x: np.ndarray, y: np.ndarray, op: np.ndarray, trained: tuple[int, ...], name: str
+) -> list[tuple[int, str]]:
+    """(op, warning) for each operation among the questions that model `name` was not trained on (`trained`,
+    arith.weights.trained_ops), in op order: the one rule for "its answers to them mean nothing"."""
+    knows = " and ".join(OP_WORD[o] for o in trained)
+    out = []
+    for o in sorted(set(np.unique(op).tolist()) - set(trained)):
+        i = int(np.argmax(op == o))
+        example = question_strings(x[i : i + 1], y[i : i + 1], op[i : i + 1])[0]
+        out.append(
+            (
+                o,
+                f"{OP_WORD[o]} questions (e.g. {example}) but model {name} was trained on {knows} only; "
+                "its answers to them mean nothing",
+            )
+        )
+    return out

@@ -30,6 +30,7 @@ from arith import complexity
 from arith.errors import InputError
 from arith.files import atomic_write_json, sha256_file
 from arith.model import ModelShape
+from arith.names import sidecar_path
 from arith.vocab import ADD, Layout, encode
 from hpc import ablate_store as st
 from hpc.blocks import DEFAULT_RETRIES, run_checked, worker_model
@@ -368,7 +369,13 @@ def reduce_store(job: Job, settings: Settings) -> list[dict]:
     m = job.model
     questions, survey_group, means = _groups(job, settings)
     for group, fp in ((questions, job.fingerprint), (means, _mode_fp(job, settings))):
-        stored = dict(zarr.open_group(store=group.root, path=group.path, mode="r").attrs).get("fingerprint")
+        try:
+            stored = dict(zarr.open_group(store=group.root, path=group.path, mode="r").attrs).get("fingerprint")
+        except FileNotFoundError:  # no store, or no results of this mode in it (zarr's GroupNotFoundError)
+            raise InputError(
+                f"store {group.location}: no {settings.rule.value} ablation results there; "
+                "run varith ablate without --reduce-only"
+            ) from None
         if stored != json.loads(json.dumps(fp)):
             raise InputError(
                 f"store {group.location} was made by other weights, questions or settings; run without --reduce-only"
@@ -379,7 +386,13 @@ def reduce_store(job: Job, settings: Settings) -> list[dict]:
     n_kept = tuple(int(v) for v in sv["n_kept"])
     if sum(n_kept) == 0:
         return []
-    node_meta = zarr.open_group(store=questions.root, path=_path(settings, "nodes"), mode="r").attrs
+    try:
+        node_meta = zarr.open_group(store=questions.root, path=_path(settings, "nodes"), mode="r").attrs
+    except FileNotFoundError:
+        raise InputError(
+            f"store {job.store}: the node ablations of the {settings.rule.value} mode are not there yet; "
+            "run varith ablate without --reduce-only"
+        ) from None
     table = node_meta.get("nodes") or []
     nodes = [Node(p, layer, not bool(h), num) for p, layer, h, num in table]
     nodes_group = _nodes_group(job, settings, survey_group.n_blocks, len(nodes), n_kept)
@@ -418,11 +431,47 @@ def reduce_store(job: Job, settings: Settings) -> list[dict]:
     return records
 
 
-def write_outputs(job: Job, settings: Settings, records: list[dict], pictures: bool = True) -> list[Path]:
+class NoUsefulNodes(InputError):
+    """The ablation found no useful node (nothing written: an empty list would replace a behaviour file)."""
+
+
+def _answered(job: Job, settings: Settings) -> int:
+    """How many of the job's questions the model answers, from the store's survey."""
+    _questions, survey_group, _means = _groups(job, settings)
+    try:
+        return int(np.asarray(survey_group._array("n_kept", "r")[:]).sum())
+    except (FileNotFoundError, InputError):
+        return 0
+
+
+def mode_of(behavior: str | Path) -> str | None:
+    """The ablation mode (corrected, compat) its sidecar says a behaviour file was made by; None if unknown."""
+    try:
+        made = json.loads(sidecar_path(behavior).read_text()).get("mode")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return made if isinstance(made, str) else None
+
+
+def write_outputs(
+    job: Job, settings: Settings, records: list[dict], pictures: bool = True, allow_empty: bool = False
+) -> list[Path]:
     """`<name>_behavior.json` (the reference's format: a plain JSON array), its sidecar
-    `<name>_behavior.meta.json` (mode, question set, weights) and the quanta maps beside them."""
+    `<name>_behavior.meta.json` (mode, question set, weights) and the quanta maps beside them.
+
+    No records: NoUsefulNodes, and nothing is written (a behaviour file already there stays as it was), unless
+    `allow_empty` (the tiny regeneration, whose few-step models learn nothing: it tests the plumbing)."""
     m = job.model
     out = Path(job.out)
+    if not records and not allow_empty:
+        answered = _answered(job, settings)
+        kept = f"{out} left as it was" if out.exists() else "no behaviour file written"
+        why = (
+            f"the model answers none of the {len(job.op)} questions"
+            if answered == 0
+            else f"no single node's ablation fails any of the {answered} questions it answers (of {len(job.op)})"
+        )
+        raise NoUsefulNodes(f"{m.name}: {why}; {kept}")
     out.parent.mkdir(parents=True, exist_ok=True)
     from arith.files import atomic_write_bytes
 
@@ -436,7 +485,7 @@ def write_outputs(job: Job, settings: Settings, records: list[dict], pictures: b
         "n_questions": int(len(job.op)),
         "useful_nodes": len(records),
     }
-    sidecar = out.with_name(out.name[: -len(".json")] + ".meta.json")
+    sidecar = sidecar_path(out)
     atomic_write_json(sidecar, meta, indent=1)
     written = [out, sidecar]
     if pictures and records:
@@ -481,6 +530,13 @@ def job_for(
         source = f"varied ({random_rows} random rows + hand-picked)"
     run = RunDir.beside(weights)
     return Job(model, x, y, op, Path(store).resolve() if store else run.store.resolve(), run.behavior_json, source)
+
+
+def question_warnings(job: Job) -> list[str]:
+    """A warning per operation among the job's questions that the model was not trained on."""
+    from arith.vocab import untrained_op_warnings
+
+    return [w for _op, w in untrained_op_warnings(job.x, job.y, job.op, job.model.ops, job.model.name)]
 
 
 def _lh(shape: ModelShape) -> tuple[int, int]:

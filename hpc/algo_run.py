@@ -64,15 +64,30 @@ def model_of(weights: str | Path) -> Model:
     return Model(str(Path(weights).resolve()), sha256_file(weights), name, shape, n_digits, trained_ops(config, name))
 
 
-def job_for(weights: str | Path, behavior: str | Path | None = None, store: str | Path | None = None) -> Job:
-    """The search of one model from its behaviour file (default: beside the weights)."""
-    from analysis.behavior import load_records
+def job_for(
+    weights: str | Path, behavior: str | Path | None = None, store: str | Path | None = None, allow_empty: bool = False
+) -> Job:
+    """The search of one model from its behaviour file (default: beside the weights). Refused (InputError) when
+    the file's sidecar names other weights, a node does not fit the model, or (unless `allow_empty`) it is empty."""
+    from analysis.behavior import check_nodes_fit, load_records
+    from arith.names import sidecar_path
     from hpc.rundir import RunDir
 
     run = RunDir.beside(weights)
-    records = load_records(behavior or run.behavior_json)
+    path = Path(behavior or run.behavior_json)
+    records = load_records(path)
+    model = model_of(weights)
+    try:
+        made_from = json.loads(sidecar_path(path).read_text()).get("weights_sha256")
+    except (OSError, ValueError, AttributeError):
+        made_from = None  # no sidecar (a published behaviour file): nothing to check against
+    if made_from is not None and made_from != model.sha256:
+        raise InputError(f"behaviour file {path}: made from other weights than {weights}; rerun varith ablate")
+    if not records and not allow_empty:
+        raise InputError(f"behaviour file {path}: no useful nodes, nothing to search; rerun varith ablate")
+    check_nodes_fit(records, path, model.shape.n_layers, model.shape.n_heads, model.layout.n_ctx)
     root = Path(store).resolve() if store else run.store.resolve()
-    return Job(model_of(weights), tuple(records), root, run.maths_json)
+    return Job(model, tuple(records), root, run.maths_json)
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,7 @@ from typing import Any
 
 from arith.errors import InputError
 from arith.files import atomic_write_json, sha256_file
-from arith.names import check_pair, expand_arch, parse_name
+from arith.names import check_pair, expand_arch, parse_name, sidecar_path
 from hpc.rundir import RunDir
 
 STAGES = ("train", "verify", "ablate", "algo", "hub")
@@ -286,10 +286,6 @@ def stamp_ok(run: RunDir, stage: str) -> bool:
 # ------------------------------------------------------------------------------------------------ stages
 
 
-def _sidecar(behavior: Path) -> Path:
-    return behavior.with_name(behavior.name[: -len(".json")] + ".meta.json")
-
-
 def _suite(opts: Options, run: RunDir):
     from arith.verify import RandomSuite
     from arith.weights import model_info, trained_ops
@@ -410,7 +406,7 @@ class Stages:
             return False
         try:
             load_records(run.behavior_json)
-            meta = json.loads(_sidecar(run.behavior_json).read_text())
+            meta = json.loads(sidecar_path(run.behavior_json).read_text())
         except (InputError, OSError, ValueError):
             return False
         return meta.get("weights_sha256") == sha256_file(run.weights) and meta.get("mode") == "corrected"
@@ -424,10 +420,11 @@ class Stages:
         for old in _pictures(run):  # the views drawn now replace the last ablation's
             old.unlink()
         ((job, records),) = ablation.run_many([job], settings, _dask(self.opts, 64, "hpc.ablation"))
-        ablation.write_outputs(job, settings, records, pictures=True)
+        tiny = self.opts.recipe.scale == "tiny"  # its few-step models learn nothing: the plumbing is what it tests
+        ablation.write_outputs(job, settings, records, pictures=True, allow_empty=tiny)  # else NoUsefulNodes
         if not records:
             print(f"{run.name}: note: the model answers none of the {len(job.op)} ablation questions (no useful nodes)")
-        return [run.weights, run.behavior_json, _sidecar(run.behavior_json)]
+        return [run.weights, run.behavior_json, sidecar_path(run.behavior_json)]
 
     # -- algo
     def done_algo(self, step: Step) -> bool:
@@ -446,7 +443,7 @@ class Stages:
         from hpc import algo_run
 
         run = self.opts.run(step)
-        job = algo_run.job_for(run.weights)
+        job = algo_run.job_for(run.weights, allow_empty=True)  # the ablate stage refused an empty one (not tiny)
         settings = algo_run.Settings(device=self.opts.device, progress=False)
         records = algo_run.run(job, settings, _dask(self.opts, 16, "hpc.algo_run"))
         algo_run.write_outputs(job, records)

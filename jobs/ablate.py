@@ -87,6 +87,9 @@ def run(args: argparse.Namespace) -> int:
     jobs = [ablation.job_for(w, args.question_file, args.random_rows, args.compat, args.store) for w in weights]
     if args.store and len(jobs) > 1:
         raise InputError("--store names one store: give one model, or leave it out")
+    for job in jobs:
+        for warning in ablation.question_warnings(job):
+            print(f"varith ablate: warning: {warning}", file=sys.stderr)
     if not args.dry_run:
         for job in jobs:
             require_writable_dir(job.out.parent, "output folder")
@@ -105,14 +108,18 @@ def run(args: argparse.Namespace) -> int:
         install_sigterm()
         outcomes = ablation.run_many(jobs, settings, spec)
     for job, records in outcomes:
-        paths = ablation.write_outputs(job, settings, records, pictures=not args.no_pictures)
-        if records:
-            print(f"{job.model.name}: {len(records)} useful nodes -> {paths[0]}")
-        else:
+        before = ablation.mode_of(job.out) if job.out.is_file() else None
+        try:
+            paths = ablation.write_outputs(job, settings, records, pictures=not args.no_pictures)
+        except ablation.NoUsefulNodes as exc:  # the other models' files are still written
             failed += 1
+            print(f"varith ablate: error: {exc}", file=sys.stderr)
+            continue
+        print(f"{job.model.name}: {len(records)} useful nodes -> {paths[0]}")
+        if before and before != settings.rule.value:
             print(
-                f"varith ablate: error: {job.model.name}: the model answers none of the {len(job.op)} questions; "
-                f"wrote an empty list to {paths[0]}",
+                f"note: {paths[0]} (made by the {before} ablation) now holds the {settings.rule.value} one; "
+                "both stay in the store (--reduce-only, with or without --compat, switches back)",
                 file=sys.stderr,
             )
     return 2 if failed else 0

@@ -10,6 +10,7 @@ attention and leading-impact matches); the default uses the intended ones (READM
 from __future__ import annotations
 
 import argparse
+import sys
 
 from arith.errors import InputError
 from arith.files import require_writable_dir
@@ -83,6 +84,8 @@ def run(args: argparse.Namespace) -> int:
             fresh=args.fresh,
         )
         job = ablation.job_for(weights, args.question_file, None, args.compat, args.store)
+        for warning in ablation.question_warnings(job):
+            print(f"varith algo: warning: {warning}", file=sys.stderr)
         ((job, records),) = ablation.run_many([job], ab_settings, spec)
         ablation.write_outputs(job, ab_settings, records)
         print(f"{job.model.name}: {len(records)} useful nodes -> {job.out}")
@@ -109,14 +112,9 @@ def _report(job, records: list[dict], check: bool) -> int:
 
 def _note_other_ablation(behavior, mode: str, question_file: str | None) -> None:
     """The behaviour file is used as it is; say so when it was made another way than this run asks."""
-    import json
-    import sys
+    from hpc.ablation import mode_of
 
-    sidecar = behavior.with_name(behavior.name[: -len(".json")] + ".meta.json")
-    try:
-        made = json.loads(sidecar.read_text()).get("mode")
-    except (OSError, ValueError, AttributeError):
-        made = None
+    made = mode_of(behavior)
     if made and made != mode:
         print(f"note: using {behavior}, made by the {made} ablation (varith ablate to redo it)", file=sys.stderr)
     if question_file:

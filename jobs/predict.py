@@ -12,8 +12,6 @@ from pathlib import Path
 
 HELP = "greedy-decode answers for questions like 012345+678901 (one per line on stdin when none are given)"
 
-OP_NAMES = {0: "addition", 1: "subtraction", 2: "multiplication"}
-
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
@@ -43,21 +41,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _untrained_warning(name: str, trained: tuple[int, ...], op: int, example: str) -> str:
-    knows = " and ".join(OP_NAMES[o] for o in trained)
-    return (
-        f"varith predict: warning: {OP_NAMES[op]} questions (e.g. {example}) but model {name} was trained on "
-        f"{knows} only; its answers to them mean nothing"
-    )
-
-
 def run(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
     from arith.decode import greedy_answers
     from arith.device import choose_device
-    from arith.vocab import Layout, answer_stream, encode, question_strings, tokens_to_strings
+    from arith.vocab import Layout, answer_stream, encode, tokens_to_strings, untrained_op_warnings
     from arith.weights import load_model, model_info, trained_ops
 
     weights = Path(args.model)
@@ -69,11 +59,10 @@ def run(args: argparse.Namespace) -> int:
     warned: set[int] = set()
 
     def answer(x: np.ndarray, y: np.ndarray, op: np.ndarray) -> list[str]:
-        for o in sorted(set(np.unique(op).tolist()) - set(trained) - warned):
-            i = int(np.argmax(op == o))
-            example = question_strings(x[i : i + 1], y[i : i + 1], op[i : i + 1])[0]
-            print(_untrained_warning(name, trained, o, example), file=sys.stderr, flush=True)
-            warned.add(o)
+        for o, warning in untrained_op_warnings(x, y, op, trained, name):
+            if o not in warned:
+                print(f"varith predict: warning: {warning}", file=sys.stderr, flush=True)
+                warned.add(o)
         prompts = torch.from_numpy(encode(x, y, op)[:, : layout.n_question])
         answers = greedy_answers(model, prompts, layout)
         out = answers if not args.full else np.concatenate([prompts.numpy(), answers], axis=1)

@@ -111,7 +111,7 @@ def test_bad_input_is_one_line_and_loses_nothing(run_dir, tmp_path):
     assert sorted(p.relative_to(store) for p in store.rglob("*")) == before
 
 
-def test_a_model_that_answers_nothing_gets_an_empty_list(tmp_path):
+def test_a_model_that_answers_nothing_gets_no_behaviour_file(tmp_path):
     from arith.model import Transformer
     from arith.train import TrainConfig, config_record
     from arith.weights import save_weights
@@ -126,7 +126,7 @@ def test_a_model_that_answers_nothing_gets_an_empty_list(tmp_path):
     (run / f"{name}_train.json").write_text(json.dumps({"Config": config_record(cfg)}))
     proc = ablate(str(run / f"{name}.pth"), "--cluster", "none")
     assert_one_line_error(proc, "answers none of the")
-    assert json.loads((run / f"{name}_behavior.json").read_text()) == []
+    assert not (run / f"{name}_behavior.json").exists()  # never an empty list (tests/test_ablate_inputs.py)
 
 
 def test_pca_tags_come_from_the_store(run_dir):
