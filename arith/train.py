@@ -10,11 +10,13 @@ exactly the data of an uninterrupted single-process run. Checkpoints are acceler
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import pickle
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -36,6 +38,34 @@ GROKFAST_ALPHA = 0.98
 GROKFAST_LAMB = 2.0
 ANALYSIS_SEED = 673023
 KEEP_CHECKPOINTS = 2
+CHECKPOINT_CONFIG = "train_config.json"  # the `Config` record of the settings a checkpoint was saved under
+
+# The keys of the `Config` record (`<name>_train.json`, and each checkpoint's train_config.json) that decide the
+# weights: a run folder's recorded settings and a requested TrainConfig are "the same settings" when these agree
+# (the name fixes op, digits, layers and heads; checkpoint_every and log_every do not change the weights).
+SETTING_KEYS = (
+    "d_model",
+    "d_head",
+    "d_mlp_multiplier",
+    "batch_size",
+    "lr",
+    "weight_decay",
+    "enrich",
+    "fixes",
+    "precision",
+    "n_training_steps",
+    "training_seed",
+    "insert_mode",
+    "insert_n_layers",
+    "insert_n_heads",
+    "insert_training_seed",
+    "insert_n_training_steps",
+)
+
+
+class CheckpointError(InputError):
+    """A checkpoint that cannot be resumed under the requested settings (other settings, damaged, missing
+    files). The message names the checkpoint folder; callers add how to start over."""
 
 
 def _setting(default, help: str, choices: tuple[str, ...] | None = None):
@@ -240,6 +270,38 @@ def config_record(cfg: TrainConfig, losses: np.ndarray | None = None) -> dict:
     return rec
 
 
+def settings_differences(recorded: Mapping, cfg: TrainConfig) -> list[str]:
+    """The settings in which a recorded `Config` (of a train json or a checkpoint) differs from `cfg`, as
+    `d_model 30 != 510` (recorded != requested); [] when they are the same. Keys an older record lacks are not
+    compared."""
+    wanted = config_record(cfg)
+    out = []
+    for key in SETTING_KEYS:
+        if key not in recorded:
+            continue
+        old, new = recorded[key], wanted[key]
+        if isinstance(old, int | float) and not isinstance(old, bool) and isinstance(new, int | float):
+            same = not isinstance(new, bool) and math.isclose(old, new, rel_tol=1e-9, abs_tol=0.0)
+        else:
+            same = old == new
+        if not same:
+            out.append(f"{key} {_shown(old)} != {_shown(new)}")
+    return out
+
+
+def _shown(value) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def checkpoint_config(ckpt: str | Path) -> dict | None:
+    """The `Config` record a checkpoint was saved under (None: none kept, as in checkpoints of older versions)."""
+    try:
+        data = json.loads((Path(ckpt) / CHECKPOINT_CONFIG).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def _insert_spec(cfg: TrainConfig, main_shape: ModelShape) -> tuple[InsertSpec, dict[str, torch.Tensor]]:
     mn = cfg.model_name
     path = Path(cfg.insert_weights)
@@ -305,7 +367,7 @@ def train(
     live = dict(accelerator.unwrap_model(model).named_parameters())
 
     if resume and (ckpt := newest_checkpoint(paths.checkpoints)) is not None:
-        accelerator.load_state(str(ckpt))
+        _load_checkpoint(accelerator, ckpt, cfg)
     elif not resume and accelerator.is_main_process and paths.checkpoints.exists():
         shutil.rmtree(paths.checkpoints)
     accelerator.wait_for_everyone()
@@ -364,7 +426,7 @@ def train(
                     )
         if done % cfg.checkpoint_every == 0 or (done == end and done < steps):
             sync_losses()
-            _save_checkpoint(accelerator, paths.checkpoints, done)
+            _save_checkpoint(accelerator, paths.checkpoints, done, cfg)
     bar.close()
     sync_losses()
 
@@ -381,7 +443,21 @@ def train(
     return TrainResult(cfg.name, weights, train_json, state.step, complete, final)
 
 
-def _save_checkpoint(accelerator, ckdir: Path, step: int) -> None:
+def _load_checkpoint(accelerator, ckpt: Path, cfg: TrainConfig) -> None:
+    """Resume from `ckpt`; CheckpointError when it was saved under other settings or cannot be read."""
+    from safetensors import SafetensorError
+
+    recorded = checkpoint_config(ckpt)
+    if recorded is not None and (diff := settings_differences(recorded, cfg)):
+        raise CheckpointError(f"checkpoint {ckpt} was saved with other settings ({', '.join(diff)})")
+    try:
+        accelerator.load_state(str(ckpt))
+    except (RuntimeError, OSError, ValueError, KeyError, EOFError, pickle.UnpicklingError, SafetensorError) as exc:
+        why = f"{type(exc).__name__}: {exc}".splitlines()[0].rstrip(":")
+        raise CheckpointError(f"checkpoint {ckpt} does not fit this model or is damaged ({why})") from None
+
+
+def _save_checkpoint(accelerator, ckdir: Path, step: int, cfg: TrainConfig) -> None:
     final = ckdir / f"step_{step:08d}"
     tmp = ckdir / f".tmp_step_{step:08d}"
     if accelerator.is_main_process:
@@ -391,6 +467,7 @@ def _save_checkpoint(accelerator, ckdir: Path, step: int) -> None:
     accelerator.save_state(str(tmp))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
+        atomic_write_json(tmp / CHECKPOINT_CONFIG, config_record(cfg))
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
         for old in sorted(ckdir.glob("step_*"))[:-KEEP_CHECKPOINTS]:

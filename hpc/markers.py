@@ -1,10 +1,10 @@
 """Per-run state markers and artifact manifests under `runs/<name>/`.
 
-- `runs/<name>/state.json`: where a run stands: `submitted`, `running`, `done` or `failed`, plus the job id,
-  the cluster, the log paths, the attempt count, timestamps and the last error. Several processes write it
-  (the sweep driver, the job itself, a requeue hook), so every change is a read-modify-write under an
-  `flock` on `runs/<name>/.state.lock`, and the file itself is replaced atomically (readers never see half a
-  file).
+- `runs/<name>/state.json`: where a run stands: `submitted`, `running`, `done`, `failed` or `stopped` (on
+  purpose, by `varith train --stop-after`; it resumes), plus the job id, the cluster, the log paths, the
+  attempt count, timestamps and the last error. Several processes write it (the sweep driver, the job itself,
+  a requeue hook), so every change is a read-modify-write under an `flock` on `runs/<name>/.state.lock`, and
+  the file itself is replaced atomically (readers never see half a file).
 - `runs/<name>/manifest.json`: sha256 and size of every artifact, code and package versions, seed and
   command line. `artifacts_ok(run_dir)` says whether the training artifacts are listed there and still match
   byte for byte.
@@ -31,7 +31,7 @@ from arith.files import atomic_write_json, sha256_file
 from hpc import rundir
 from hpc.rundir import RunDir
 
-STATES = ("submitted", "running", "done", "failed")
+STATES = ("submitted", "running", "done", "failed", "stopped")  # stopped: on purpose (--stop-after), resumable
 _MAX_EVENTS = 50
 
 
@@ -232,6 +232,13 @@ def mark_done(run_dir: str | Path, steps_done: int, final_loss: float | None) ->
         steps_done=steps_done,
         final_loss=final_loss,
         error=None,
+    )
+
+
+def mark_stopped(run_dir: str | Path, steps_done: int, final_loss: float | None) -> Marker:
+    """Stopped on purpose before the end (`varith train --stop-after`), with a checkpoint to continue from."""
+    return update_marker(
+        run_dir, state="stopped", finished_at=time.time(), steps_done=steps_done, final_loss=final_loss, error=None
     )
 
 

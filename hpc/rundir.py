@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from arith.names import artifact_path, name_of_weights
+from arith.names import artifact_path, name_of_weights, sidecar_path
 
 MARKER = "state.json"
 MANIFEST = "manifest.json"
@@ -80,6 +80,11 @@ class RunDir:
     def training_artifacts(self) -> tuple[Path, Path]:
         """What a finished training run must have (listed in its manifest)."""
         return (self.weights, self.train_json)
+
+    @property
+    def derived_artifacts(self) -> tuple[Path, ...]:
+        """What the later stages derive from the weights (verify, ablate, algo): stale once the weights change."""
+        return (self.accuracy_json, self.behavior_json, sidecar_path(self.behavior_json), self.maths_json, self.store)
 
     @property
     def progress(self) -> Path:

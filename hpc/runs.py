@@ -8,8 +8,11 @@ only. The artifact paths may be relative to the current directory or absolute: t
 The run state `varith status` shows (and the sweep's skip/retry decisions use): `resolve_runs` reads each
 run's marker first; a submitted or running slurm job is then judged by `hpc.scheduler.job_fate` (one squeue
 and at most one sacct call for all runs), a local or debug one by the processes its marker names. A crash
-never shows as a hang. States: pending, running, done, failed, stale (marked done but its artifacts no longer
-match the manifest).
+never shows as a hang. States: pending, running, done, failed, stopped (on purpose, `--stop-after`; it
+resumes), stale (marked done but its artifacts no longer match the manifest).
+
+`recorded_settings` is the one rule for "a run with the same settings": `varith train` and the sweep ask it
+before training into an existing run folder.
 """
 
 from __future__ import annotations
@@ -58,6 +61,54 @@ def fail_run(run_dir: str | Path, reason: BaseException | str) -> None:
     markers.mark_failed(run_dir, reason if isinstance(reason, str) else error_line(reason))
 
 
+def stop_run(run_dir: str | Path, result) -> None:
+    """Training stopped on purpose before the end (`--stop-after`): resumable, not a failure."""
+    markers.mark_stopped(run_dir, result.steps_done, result.final_loss)
+
+
+# ------------------------------------------------------------------------------------------------ settings
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """What a run folder already holds of training, judged against a requested TrainConfig: `finished`
+    (weights and train json on disk), the file or checkpoint folder its settings were read from (None: none),
+    and the settings that differ (`d_model 30 != 510`, recorded != requested; empty: the same settings)."""
+
+    finished: bool
+    source: Path | None
+    differences: tuple[str, ...]
+
+    def other_settings(self, run: RunDir) -> str:
+        """One line: the run folder and the settings it was trained (or checkpointed) with that differ."""
+        what = "was trained" if self.finished else f"has a checkpoint ({self.source.name})"
+        return f"{run.path} {what} with other settings (run != asked: {', '.join(self.differences)})"
+
+
+def recorded_settings(run: RunDir, cfg) -> Recorded:
+    """The one rule for "same settings", shared by `varith train` and `varith sweep`: the `Config` of the run's
+    `<name>_train.json` when it finished, else the one kept with its newest checkpoint, compared with `cfg`
+    (arith.train.settings_differences)."""
+    import json
+
+    from arith.train import checkpoint_config, newest_checkpoint, settings_differences
+
+    finished = run.weights.is_file() and run.train_json.is_file()
+    record: dict | None = None
+    source: Path | None = None
+    if finished:
+        source = run.train_json
+        try:
+            data = json.loads(source.read_text())
+        except (OSError, ValueError):
+            data = None
+        record = data.get("Config") if isinstance(data, dict) else None
+    elif (ckpt := newest_checkpoint(run.checkpoints)) is not None:
+        source, record = ckpt, checkpoint_config(ckpt)
+    diff = tuple(settings_differences(record, cfg)) if isinstance(record, dict) else ()
+    return Recorded(finished, source, diff)
+
+
 # ------------------------------------------------------------------------------------------------ status
 
 
@@ -66,7 +117,7 @@ class RunStatus:
     """What `varith status` shows for one run."""
 
     name: str
-    state: str  # pending | running | done | failed | stale
+    state: str  # pending | running | done | failed | stopped | stale
     job_id: str | None
     step: int | None
     steps: int | None
@@ -107,6 +158,9 @@ def resolve(
         problem = markers.artifacts_problem(run_dir)
         if problem is not None:
             state, detail = "stale", problem
+    elif m.state == "stopped":
+        step = m.steps_done if m.steps_done is not None else step
+        detail = f"at step {step} by --stop-after; run again to continue"
     elif m.state in ("submitted", "running"):
         if m.cluster == "slurm":
             state, detail = _slurm_state(m, queue, acct, run_dir)

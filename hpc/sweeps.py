@@ -1,7 +1,8 @@
 """A sweep of training runs: the plan (one run per architecture and seed, plus the addition models ins* runs
 need), which runs to skip, the rounds of submission and retry, and the `--dry-run` rendering.
 
-`run_sweep(opts)` plans, skips runs that are done or active (hpc.runs), submits the rest through
+`run_sweep(opts)` plans, refuses runs whose folders hold training of other settings (hpc.runs.recorded_settings;
+`--force` retrains them), skips runs that are done or active (hpc.runs), submits the rest through
 hpc.launcher, marks each run as its job ends, and resubmits failed runs up to `opts.retries` times (a run SLURM
 would never start is not resubmitted: the same request would wait again).
 """
@@ -21,6 +22,7 @@ from arith.names import expand_arch
 from hpc import markers, runs, scheduler
 from hpc.launcher import Handle, LaunchConfig, Launcher, Task, afterok, render_sbatch, slurm_groups
 from hpc.profile import check_keys, read_toml
+from hpc.rundir import RunDir
 from hpc.training import RunSpec, TrainTask
 
 NEVER_STARTS_PREFIX = "slurm will never start"
@@ -106,9 +108,35 @@ def plan(req: SweepRequest) -> list[PlannedRun]:
     return out
 
 
+def _other_settings(planned: list[PlannedRun], active: set[str], force: bool) -> None:
+    """InputError naming the runs whose folders hold training of other settings (hpc.runs.recorded_settings,
+    the rule `varith train` uses too): a run trained, or checkpointed, with other settings is neither done nor
+    resumable for this sweep. `--force` retrains the sweep's own runs; an addition model is never retrained."""
+    lines = []
+    for p in planned:
+        if p.spec.name in active or not p.spec.run_dir.exists() or (force and p.role == "sweep"):
+            continue
+        run = RunDir(p.spec.run_dir)
+        rec = runs.recorded_settings(run, p.spec.train_config())
+        if rec.differences:
+            lines.append(rec.other_settings(run))
+    if not lines:
+        return
+    shown = "; ".join(lines[:3]) + (f"; and {len(lines) - 3} more" if len(lines) > 3 else "")
+    how = "use another --runs-dir" + ("" if force else ", or --force to retrain the sweep's runs")
+    raise InputError(f"{shown}; {how}")
+
+
 def _classify(planned: list[PlannedRun], force: bool) -> tuple[list[PlannedRun], dict[str, str]]:
-    """-> (runs to submit, {name: why skipped}) from the runs' markers, artifacts and the scheduler."""
+    """-> (runs to submit, {name: why skipped}) from the runs' markers, artifacts and the scheduler; InputError
+    for runs that hold other settings (_other_settings)."""
     states = runs.resolve_runs([p.spec.run_dir for p in planned])
+    active = {
+        p.spec.name
+        for p, st in zip(planned, states, strict=True)
+        if p.spec.run_dir.exists() and st.state in ("pending", "running")
+    }
+    _other_settings(planned, active, force)
     todo, skipped = [], {}
     for p, st in zip(planned, states, strict=True):
         st = st if p.spec.run_dir.exists() else None
@@ -190,7 +218,11 @@ def _run_round(
     by_name = {p.spec.name: p for p in planned}
     for p in todo:
         if clear and p.role == "sweep":  # --force: train from scratch (a retry later resumes its checkpoints)
+            run = RunDir(p.spec.run_dir)
+            stale = [f.name for f in run.derived_artifacts if f.exists()]
             markers.clear_run(p.spec.run_dir)
+            if stale:
+                print(f"warning: {run.path}: made from the old weights, now stale: {', '.join(stale)}")
         markers.mark_submitted(p.spec.run_dir, lc.cluster)
 
     def after_submit(h: Handle) -> None:

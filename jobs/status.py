@@ -8,8 +8,10 @@ checked instead. A crash never shows as a hang.
 
 The decision lives in hpc.runs (marker first, then hpc.scheduler.job_fate); this module parses the flags
 and formats the rows. The stage column is `varith regenerate`'s pipeline stage (train, verify, ablate, algo,
-hub) where one ran. States shown: pending (queued or requeued), running, done, failed, stale (marked done
-but its artifacts no longer match the manifest). `--json` prints one JSON object per run instead of the table.
+hub) where one ran. States shown: pending (queued or requeued), running, done, failed, stopped (on purpose by
+`varith train --stop-after`; running it again continues), stale (marked done but its artifacts no longer match
+the manifest). `--json` prints one JSON object per run instead of the table. A --runs-dir that does not exist
+is an error; an empty one has "no runs".
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from arith.errors import InputError
+from arith.errors import InputError, clip
 from hpc.runs import RunStatus, collect
 
 HELP = "Show the state of every run under runs/ (markers first, then squeue/sacct)."
@@ -38,7 +40,8 @@ def format_table(rows: list[RunStatus]) -> str:
     header = ("run", "state", "stage", "job", "step", "loss", "log")
     lines = [header]
     for s in rows:
-        state = s.state + (f" ({s.detail})" if s.detail and s.state in ("failed", "stale", "pending") else "")
+        shown = s.detail and s.state in ("failed", "stale", "pending", "stopped")
+        state = s.state + (f" ({s.detail})" if shown else "")
         lines.append((s.name, state, s.stage or "-", s.job_id or "-", _fmt_step(s), _fmt_loss(s.loss), s.log or "-"))
     widths = [max(len(r[i]) for r in lines) for i in range(len(header) - 1)]
     out = []
@@ -54,8 +57,10 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     runs_dir = Path(args.runs_dir)
-    if runs_dir.exists() and not runs_dir.is_dir():
-        raise InputError(f"runs dir {runs_dir} is not a folder")
+    if not runs_dir.exists():
+        raise InputError(f"--runs-dir {clip(str(runs_dir))}: no such folder")
+    if not runs_dir.is_dir():
+        raise InputError(f"--runs-dir {clip(str(runs_dir))}: not a folder")
     rows = collect(runs_dir)
     if args.json:
         for s in rows:

@@ -11,6 +11,8 @@
   are missing, and the ins* run waits for it (afterok).
 - `--steps N` rewrites every name's step count (tiny test sweeps: `t40`); width overrides go to TrainConfig.
 - Runs that are done and whose artifacts match their manifest's sha256 are skipped; `--force` retrains them.
+  A run folder trained (or checkpointed) with other settings than asked refuses the sweep up front
+  (hpc.runs.recorded_settings, the rule `varith train` uses); `--force` retrains it.
   Runs already queued or running (another sweep) are left alone. Failed runs are resubmitted up to
   `--retries` times.
 - `--dry-run` prints the plan and the sbatch script(s) and changes nothing.

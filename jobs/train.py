@@ -44,7 +44,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=True,
         help="continue from the newest checkpoint (default)",
     )
-    p.add_argument("--no-resume", dest="resume", action="store_false", help="start from scratch")
+    p.add_argument(
+        "--no-resume", dest="resume", action="store_false", help="start from scratch (drops the run's checkpoints)"
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="retrain a finished run from scratch (its accuracy, behaviour, maths and .zarr files become stale)",
+    )
     p.add_argument("--stop-after", type=int, help="stop (with a checkpoint) after this many steps in total")
     p.add_argument("--no-progress", action="store_true", help="no progress report")
 
@@ -65,7 +72,49 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(name=main.format(), insert_weights=insert_weights, **settings)
 
 
+def _existing_run(run_dir: RunDir, cfg: TrainConfig, args: argparse.Namespace) -> bool:
+    """What the run folder already holds, against `cfg` (hpc.runs.recorded_settings): True when it is finished
+    with the same settings (nothing to do); InputError when it holds other settings and no flag says to drop
+    them."""
+    from hpc import markers, runs
+
+    rec = runs.recorded_settings(run_dir, cfg)
+    if args.force:
+        return False
+    if rec.differences and rec.finished:
+        raise InputError(
+            f"{rec.other_settings(run_dir)}; train into another --out, or add --force to retrain it from scratch"
+        )
+    if rec.differences and args.resume:
+        raise InputError(f"{rec.other_settings(run_dir)}; train into another --out, or add --no-resume to start over")
+    if rec.finished:
+        problem = markers.artifacts_problem(run_dir.path) if run_dir.manifest.is_file() else None
+        if problem is not None:
+            raise InputError(f"{run_dir.path} is finished but stale ({problem}); add --force to retrain it")
+        return True
+    return False
+
+
+def _force_clear(run_dir: RunDir) -> None:
+    """--force: forget the run's training outputs (hpc.markers.clear_run); say which files of the old weights are
+    left stale (they are kept: each names the weights' sha256 it was made from)."""
+    import sys
+
+    from hpc import markers
+
+    stale = [p for p in run_dir.derived_artifacts if p.exists()]
+    markers.clear_run(run_dir.path)
+    if stale:
+        names = ", ".join(p.name for p in stale)
+        print(
+            f"warning: {run_dir.path}: made from the old weights, now stale: {names} "
+            "(rerun verify/ablate/algo, or delete them)",
+            file=sys.stderr,
+        )
+
+
 def run(args: argparse.Namespace) -> int:
+    from arith.train import CheckpointError
     from hpc import markers, runs
 
     cfg = config_from_args(args)
@@ -73,21 +122,29 @@ def run(args: argparse.Namespace) -> int:
     run_dir = RunDir.of(args.out, cfg.name)
     out = run_dir.path
     rank0 = int(os.environ.get("RANK", "0")) == 0  # under DDP only rank 0 keeps the run's marker
+    if _existing_run(run_dir, cfg, args):
+        print(f"{cfg.name}: already done with these settings ({run_dir.weights}); --force retrains it")
+        return 0
+    resume = args.resume and not args.force
+    if args.force and rank0:
+        _force_clear(run_dir)
     if rank0:  # `varith status` shows runs trained directly too
         markers.mark_running(out, None, "cli", None, None)
     try:
-        result = runs.train_run(
-            run_dir, cfg, resume=args.resume, progress=not args.no_progress, stop_after=args.stop_after
-        )
+        result = runs.train_run(run_dir, cfg, resume=resume, progress=not args.no_progress, stop_after=args.stop_after)
         if rank0 and result.complete:
             runs.finish_run(out, result, cfg)
+    except CheckpointError as exc:
+        if rank0:
+            runs.fail_run(out, exc)
+        raise InputError(f"{exc}; rerun with --no-resume to start over, or train into another --out") from None
     except BaseException as exc:
         if rank0:
             runs.fail_run(out, "interrupted" if isinstance(exc, KeyboardInterrupt) else exc)
         raise
     if not result.complete:
         if rank0:
-            runs.fail_run(out, f"stopped at step {result.steps_done} (--stop-after); run again to continue")
+            runs.stop_run(out, result)
         print(
             f"{cfg.name}: stopped after {result.steps_done} steps "
             f"(checkpoint in {run_dir.checkpoints}); run again to continue"

@@ -514,7 +514,10 @@ def test_status_never_shows_a_crash_as_a_hang(tmp_path):
 
 
 def test_status_json_and_empty(tmp_path, capsys):
-    assert main(["status", "--runs-dir", str(tmp_path / "none")]) == 0
+    assert main(["status", "--runs-dir", str(tmp_path / "none")]) == 2  # no such folder: an error
+    assert "no such folder" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["status", "--runs-dir", str(tmp_path / "empty")]) == 0
     assert "no runs under" in capsys.readouterr().out
     run = tmp_path / "runs" / "add_d2_l1_h3_t40_s000005"
     markers.mark_submitted(run, "debug")
