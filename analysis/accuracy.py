@@ -22,7 +22,9 @@ complexity class an exact one-sided 95% upper bound on the failure rate (`failur
 suites the reference's "nines" verdict per operation. An exhaustive suite checked every question, so it states
 the exact `failure_rate` (no bound) and the sentence "every one of the N ... questions was checked"; counts
 that do not cover the whole space (10^(2n) per operation) are refused rather than reported. A file in the
-older layout (one report at the top level) is kept under its suite's key on the next write.
+older layout (one report at the top level) is kept under its suite's key on the next write. A file that is not
+an accuracy file (not JSON, another layout, a folder or device, over 64 MiB) is never replaced nor read whole:
+the write is refused with one line and the file left as it is.
 """
 
 from __future__ import annotations
@@ -30,13 +32,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import sys
+import stat
 from pathlib import Path
 
 import numpy as np
 
 from arith import complexity
-from arith.errors import InputError
+from arith.errors import InputError, clip
 from arith.files import atomic_write_json
 from arith.verify import N_CCOLS, BlockCounts, ExhaustiveSuite, RandomSuite, Suite
 from arith.vocab import OP_CHAR, QCLASS_NAMES, Layout, encode, tokens_to_strings
@@ -195,21 +197,66 @@ def _is_report(obj) -> bool:
     return isinstance(obj, dict) and isinstance(obj.get("suite"), dict) and "suite" in obj["suite"]
 
 
-def read_reports(path: str | Path) -> dict[str, dict]:
-    """suite name -> report from an accuracy file ({} when there is none). An old single-report file comes
-    back under its suite's key; a file that is not a JSON object raises InputError."""
-    path = Path(path)
+MAX_ACCURACY_BYTES = 64 << 20  # a real accuracy file is a few hundred kilobytes: anything this big is not ours
+
+
+def _read_bounded(path: Path) -> str | None:
+    """The text of `path`, None when it does not exist; InputError for anything but a regular file of at most
+    MAX_ACCURACY_BYTES (a folder, a device such as /dev/full, a fifo: never opened, never read without end)."""
     try:
-        data = json.loads(path.read_text())
+        st = path.stat()
     except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise InputError(f"accuracy file {path}: unreadable ({exc.strerror or type(exc).__name__})") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise InputError(f"accuracy file {path}: is a folder, not a file")
+    if not stat.S_ISREG(st.st_mode):
+        raise InputError(f"accuracy file {path}: not a regular file (a device, fifo or socket)")
+    too_big = f"accuracy file {path}: over {MAX_ACCURACY_BYTES >> 20} MiB, not an accuracy file"
+    if st.st_size > MAX_ACCURACY_BYTES:
+        raise InputError(too_big)
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_ACCURACY_BYTES + 1)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise InputError(f"accuracy file {path}: unreadable ({exc.strerror or type(exc).__name__})") from None
+    if len(data) > MAX_ACCURACY_BYTES:  # grew since the stat
+        raise InputError(too_big)
+    try:
+        return data.decode()
+    except UnicodeDecodeError:
+        raise InputError(f"accuracy file {path}: not an accuracy file (not UTF-8 text)") from None
+
+
+def read_reports(path: str | Path) -> dict[str, dict]:
+    """suite name -> report from an accuracy file ({} when there is none, or it is empty). An old single-report
+    file comes back under its suite's key. Anything else raises InputError: a file that is not JSON or not an
+    object of reports, a folder, a device or fifo (never opened), a file over MAX_ACCURACY_BYTES (never read)."""
+    path = Path(path)
+    text = _read_bounded(path)
+    if text is None or not text.strip():  # no file, or an empty one: nothing in it to keep
         return {}
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"accuracy file {path}: unreadable ({type(exc).__name__}: {exc})") from None
+    try:
+        data = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise InputError(f"accuracy file {path}: not an accuracy file (not JSON: {clip(exc)})") from None
     if _is_report(data):
         return {suite_key(data): data}
     if not isinstance(data, dict) or not all(_is_report(v) for v in data.values()):
-        raise InputError(f"accuracy file {path}: not an object of reports keyed by suite")
+        raise InputError(f"accuracy file {path}: not an accuracy file (not an object of reports keyed by suite)")
     return data
+
+
+def existing_reports(path: str | Path, hint: str = "move it away") -> dict[str, dict]:
+    """The reports a write to `path` keeps (read_reports). Call it before any work: a path that is not an
+    accuracy file raises InputError saying it is left as it is, and `hint` (how to go on)."""
+    try:
+        return read_reports(path)
+    except InputError as exc:
+        raise InputError(f"{exc}; it is left as it is: {hint}") from None
 
 
 @contextlib.contextmanager
@@ -230,20 +277,16 @@ def _folder_lock(folder: Path):
         os.close(fd)
 
 
-def write_report(path: str | Path, report: dict) -> dict[str, dict]:
+def write_report(path: str | Path, report: dict, hint: str = "move it away") -> dict[str, dict]:
     """Put `report` under its suite's key in the accuracy file, keeping the other suites' reports; atomic.
 
-    An existing file that cannot be read as reports is replaced (one line on stderr says so). Returns what
-    the file now holds.
+    An existing file that is not an accuracy file (read_reports) is never replaced: InputError naming it and
+    `hint`, the file left as it is. Returns what the file now holds.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with _folder_lock(path.parent):
-        try:
-            reports = read_reports(path)
-        except InputError as exc:
-            print(f"{exc}; replacing it", file=sys.stderr, flush=True)
-            reports = {}
+        reports = existing_reports(path, hint)
         reports[suite_key(report)] = report
         ordered = {k: reports[k] for k in SUITE_KEYS if k in reports} | {
             k: v for k, v in reports.items() if k not in SUITE_KEYS

@@ -3,16 +3,18 @@
 By default the suite's blocks are farmed over Dask into the Zarr store `<name>.zarr/verify/<suite>/` and the
 store is reduced, with its checks, to the JSON (hpc.verification); `--cluster none` scores in this process,
 the reference the distributed result equals exactly. The report goes into `<name>_accuracy.json` under its
-suite's key, keeping the other suites' reports (analysis.accuracy). Before any work, `--out`'s folder and the
-store's folder must be writable (one error line otherwise).
+suite's key, keeping the other suites' reports (analysis.accuracy). Before any work, `--out` must be an
+accuracy file or not exist (anything else is left as it is), its folder and the store's folder must be writable
+(one error line otherwise). Operations the model was not trained on (`--ops`) get predict's warning.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
-from analysis.accuracy import accuracy_report, format_table, write_report
+from analysis.accuracy import accuracy_report, existing_reports, format_table, write_report
 from arith.device import VERIFY_PRECISIONS
 from arith.errors import InputError
 from arith.files import require_writable_dir, sha256_file
@@ -105,8 +107,13 @@ def _paths(args) -> tuple[Path, Path]:
     return out, store.resolve()
 
 
+KEEP_OUT = "move it away or choose another --out"
+
+
 def _check_writable(args, out: Path, store: Path) -> None:
-    """Refuse an --out or store folder that cannot be written now, before any work (one InputError line)."""
+    """Refuse, before any work (one InputError line): an --out that is not an accuracy file (a text file, a
+    folder, a device; it is left as it is), and an --out or store folder that cannot be written now."""
+    existing_reports(out, KEEP_OUT)
     require_writable_dir(out.absolute().parent, "--out folder")
     if args.cluster != "none":
         if store.exists() and not store.is_dir():
@@ -116,16 +123,31 @@ def _check_writable(args, out: Path, store: Path) -> None:
             require_writable_dir(store, "--store")
 
 
+def _warn_untrained(name: str, n_digits: int, ops: tuple[int, ...], trained: tuple[int, ...]) -> None:
+    """predict's warning (arith.vocab.untrained_op_warnings) for each --ops operation the model never learned."""
+    import numpy as np
+
+    from arith.vocab import untrained_op_warnings
+
+    digits = np.arange(1, 2 * n_digits + 1) % 10  # an example question per operation: 12+34, 123+456, ...
+    x = np.tile(digits[:n_digits], (len(ops), 1))
+    y = np.tile(digits[n_digits:], (len(ops), 1))
+    for _op, warning in untrained_op_warnings(x, y, np.array(ops, dtype=np.int64), trained, name):
+        print(f"varith verify: warning: {warning}", file=sys.stderr, flush=True)
+
+
 def run(args: argparse.Namespace) -> int:
     name = name_of_weights(args.model)
     out, store = _paths(args)
     if Path(args.model).is_file() and not args.dry_run:  # (missing weights: model_info's own line, no folder made)
         _check_writable(args, out, store)  # before any work: an unwritable --out or store would lose it all
     shape, n_digits, config = model_info(args.model)
-    ops = parse_ops(args.ops) if args.ops else trained_ops(config, name)
+    trained = trained_ops(config, name)
+    ops = parse_ops(args.ops) if args.ops else trained
     suite = suite_from_args(args, n_digits, ops)
     if args.cap < 0:
         raise InputError("--cap must be >= 0")
+    _warn_untrained(name, n_digits, ops, trained)
     if args.cluster == "none":
         if args.scheduler or args.profile or args.dry_run:
             raise InputError("--cluster none runs in this process: no --scheduler, --profile or --dry-run")
@@ -150,7 +172,7 @@ def run(args: argparse.Namespace) -> int:
         )  # fmt: skip
         counts = run_dask(job)
     report = accuracy_report(counts, suite, name, extra={"weights_sha256": sha256_file(args.model), "mode": args.mode})
-    write_report(out, report)
+    write_report(out, report, KEEP_OUT)
     print(format_table(report))
     print(f"wrote {out} ({suite.name})")
     return 0

@@ -86,7 +86,7 @@ def test_sampled_reports_keep_their_upper_bound():
     assert report["by_operation"]["ADD"]["failure_rate_upper_95"] > 0.1
 
 
-def test_accuracy_file_keeps_one_report_per_suite(tmp_path, capsys):
+def test_accuracy_file_keeps_one_report_per_suite(tmp_path):
     from arith.verify import HandpickedSuite
 
     counts, exhaustive = _exhaustive_counts(1, (ADD,))
@@ -105,8 +105,7 @@ def test_accuracy_file_keeps_one_report_per_suite(tmp_path, capsys):
     assert list(data) == ["exhaustive", "random", "handpicked"]
     assert data == {"exhaustive": ex, "random": rnd2, "handpicked": hand}
     assert not [p for p in tmp_path.iterdir() if p.name != path.name]  # no temporary or lock files left
-    path.write_text("{not json")
-    write_report(path, ex)
-    err = capsys.readouterr().err
-    assert "m_accuracy.json: unreadable" in err and err.endswith("; replacing it\n")
-    assert read_reports(path) == {"exhaustive": ex}
+    path.write_text("{not json")  # not ours to replace: refused, left as it is
+    with pytest.raises(InputError, match="m_accuracy.json: not an accuracy file .*left as it is"):
+        write_report(path, ex)
+    assert path.read_text() == "{not json"
