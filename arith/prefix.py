@@ -16,8 +16,8 @@ Four savings over the plain forward (arith.model), each exact up to float roundi
 - the last segment, where every question is its own row, runs in groups of the (up to ten) questions of one parent:
   a group attends as one sequence (the parent's positions once, then each member's own) under a mask that keeps
   members apart, so a parent's keys and values are read where they lie instead of being copied for every question
-  (`_grouped_attention`). On the add_d6_l2_h3 widths a 4-digit exhaustive block ran 1.12x faster so (the copies
-  and their freshly mapped pages were about a fifth of the profile).
+  (`_grouped_attention`). On the add_d6_l2_h3 widths a 4-digit exhaustive block ran about 4% faster so on an idle
+  2-core CPU (the gather and concatenation were about a fifth of the profile's time, mostly memory traffic).
 
 The results equal the plain forward up to float rounding (tests/test_precision.py); callers that need exact verdicts
 re-score borderline questions with the plain forward (arith.scoring).

@@ -100,10 +100,11 @@ class TrainConfig:
         mn = self.model_name  # validates the name
         if self.enrich not in ENRICH_RULES:
             raise InputError(f"unknown enrichment rule {self.enrich!r} (expected one of {', '.join(ENRICH_RULES)})")
-        if self.batch_size < 1 or self.lr <= 0 or self.checkpoint_every < 1 or self.log_every < 1:
-            raise InputError("batch size, lr, checkpoint and log intervals must be positive")
-        if self.d_model < 1 or self.d_head < 1 or self.d_mlp_multiplier < 1:
-            raise InputError("d_model, d_head and d_mlp_multiplier must be positive")
+        positive = ("d_model", "d_head", "d_mlp_multiplier", "batch_size", "lr", "checkpoint_every", "log_every")
+        for key in positive:
+            if not getattr(self, key) > 0:
+                flag = "--" + key.replace("_", "-")
+                raise InputError(f"{key} ({flag}) must be positive, got {getattr(self, key)!r}")
         if self.precision not in PRECISIONS:
             raise InputError(f"unknown precision {self.precision!r} (expected {' or '.join(PRECISIONS)})")
         if mn.insert_mode and not self.insert_weights:

@@ -6,7 +6,6 @@ import argparse
 import threading
 
 from arith.errors import InputError
-from hpc.blocks import DEFAULT_RETRIES
 
 
 def at_least_one(text: str) -> int:
@@ -22,6 +21,8 @@ def at_least_one(text: str) -> int:
 
 def add_cluster_arguments(p: argparse.ArgumentParser, none_help: str) -> None:
     """The "where it runs (Dask)" group. `none_help` says what `--cluster none` does for this command."""
+    from hpc.blocks import DEFAULT_RETRIES
+
     d = p.add_argument_group("where it runs (Dask)")
     d.add_argument("--device", default="auto", help="auto (each worker's GPU if it has one, else cpu), cpu, cuda")
     d.add_argument(

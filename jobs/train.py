@@ -11,6 +11,7 @@ from arith.files import require_writable_dir
 from arith.names import parse_pair, resolve_pair
 from arith.train import TrainConfig, tunable_fields
 from hpc.rundir import RunDir
+from jobs.common import at_least_one
 
 HELP = "train a model named by the grammar (e.g. add_d6_l2_h3_t15K_s372001, or 'ins1_mix_...,add_...')"
 
@@ -33,7 +34,7 @@ def add_train_flags(group, with_defaults: bool = True) -> None:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("name", help="model name, or 'main_name,insert_name' for ins* models")
     p.add_argument("--out", default="runs", help="runs directory; the run goes to OUT/<name>/ (default: runs)")
-    p.add_argument("--steps", type=int, help="override the name's step count (the run is renamed to match)")
+    p.add_argument("--steps", type=at_least_one, help="override the name's step count (the run is renamed to match)")
     p.add_argument("--seed", type=int, help="override the name's 6-digit seed (the run is renamed to match)")
     p.add_argument("--insert", help="weights of the addition model for ins* (default: OUT/<insert>/<insert>.pth)")
     add_train_flags(p)
@@ -52,7 +53,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="retrain a finished run from scratch (its accuracy, behaviour, maths and .zarr files become stale)",
     )
-    p.add_argument("--stop-after", type=int, help="stop (with a checkpoint) after this many steps in total")
+    p.add_argument("--stop-after", type=at_least_one, help="stop (with a checkpoint) after this many steps in total")
     p.add_argument("--no-progress", action="store_true", help="no progress report")
 
 

@@ -294,3 +294,18 @@ def test_regenerate_checks_its_profile_and_fetch_its_hub_folder(tmp_path):
                       cwd=tmp_path)  # fmt: skip
         assert_one_line_error(proc, "no such file" if cluster == "slurm" else "--profile is read by --cluster slurm")
     assert_one_line_error(varith("fetch", name, "--hub", "no_hub", cwd=tmp_path), "--hub no_hub: no such folder")
+
+
+@pytest.mark.parametrize(
+    ("flags", "named"),
+    [
+        (("--lr", "-1"), "lr (--lr) must be positive, got -1.0"),
+        (("--batch-size", "0"), "batch_size (--batch-size) must be positive, got 0"),
+        (("--steps", "0"), "--steps: must be at least 1, got 0"),
+        (("--stop-after", "0"), "--stop-after: must be at least 1, got 0"),
+    ],
+)
+def test_a_bad_training_setting_names_its_flag(tmp_path, flags, named):
+    proc = varith("train", "add_d2_l1_h3_t300_s123456", "--out", "runs", *flags, cwd=tmp_path)
+    assert_one_line_error(proc, named)
+    assert not (tmp_path / "runs").exists()
