@@ -439,8 +439,8 @@ def _answered(job: Job, settings: Settings) -> int:
     """How many of the job's questions the model answers, from the store's survey."""
     _questions, survey_group, _means = _groups(job, settings)
     try:
-        return int(np.asarray(survey_group._array("n_kept", "r")[:]).sum())
-    except (FileNotFoundError, InputError):
+        return int(np.asarray(survey_group.read_checked()["n_kept"]).sum())
+    except (FileNotFoundError, InputError):  # InputError: StoreDamage too (a hole is not read as zeros)
         return 0
 
 

@@ -61,6 +61,22 @@ def fail_run(run_dir: str | Path, reason: BaseException | str) -> None:
     markers.mark_failed(run_dir, reason if isinstance(reason, str) else error_line(reason))
 
 
+def clear_for_retrain(run_dir: str | Path) -> None:
+    """--force (train and sweep): forget the run's training outputs (hpc.markers.clear_run) and say on stderr
+    which files made from the old weights are now stale (they are kept: each names the weights' sha256)."""
+    import sys
+
+    run = RunDir(run_dir)
+    stale = [p.name for p in run.derived_artifacts if p.exists()]
+    markers.clear_run(run.path)
+    if stale:
+        print(
+            f"warning: {run.path}: made from the old weights, now stale: {', '.join(stale)} "
+            "(rerun verify/ablate/algo, or delete them)",
+            file=sys.stderr,
+        )
+
+
 def stop_run(run_dir: str | Path, result) -> None:
     """Training stopped on purpose before the end (`--stop-after`): resumable, not a failure."""
     markers.mark_stopped(run_dir, result.steps_done, result.final_loss)

@@ -218,11 +218,7 @@ def _run_round(
     by_name = {p.spec.name: p for p in planned}
     for p in todo:
         if clear and p.role == "sweep":  # --force: train from scratch (a retry later resumes its checkpoints)
-            run = RunDir(p.spec.run_dir)
-            stale = [f.name for f in run.derived_artifacts if f.exists()]
-            markers.clear_run(p.spec.run_dir)
-            if stale:
-                print(f"warning: {run.path}: made from the old weights, now stale: {', '.join(stale)}")
+            runs.clear_for_retrain(p.spec.run_dir)
         markers.mark_submitted(p.spec.run_dir, lc.cluster)
 
     def after_submit(h: Handle) -> None:

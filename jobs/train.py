@@ -96,24 +96,6 @@ def _existing_run(run_dir: RunDir, cfg: TrainConfig, args: argparse.Namespace) -
     return False
 
 
-def _force_clear(run_dir: RunDir) -> None:
-    """--force: forget the run's training outputs (hpc.markers.clear_run); say which files of the old weights are
-    left stale (they are kept: each names the weights' sha256 it was made from)."""
-    import sys
-
-    from hpc import markers
-
-    stale = [p for p in run_dir.derived_artifacts if p.exists()]
-    markers.clear_run(run_dir.path)
-    if stale:
-        names = ", ".join(p.name for p in stale)
-        print(
-            f"warning: {run_dir.path}: made from the old weights, now stale: {names} "
-            "(rerun verify/ablate/algo, or delete them)",
-            file=sys.stderr,
-        )
-
-
 def run(args: argparse.Namespace) -> int:
     from arith.train import CheckpointError
     from hpc import markers, runs
@@ -128,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     resume = args.resume and not args.force
     if args.force and rank0:
-        _force_clear(run_dir)
+        runs.clear_for_retrain(out)
     if rank0:  # `varith status` shows runs trained directly too
         markers.mark_running(out, None, "cli", None, None)
     try:
