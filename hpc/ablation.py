@@ -34,7 +34,7 @@ from arith.names import sidecar_path
 from arith.vocab import ADD, Layout, encode
 from hpc import ablate_store as st
 from hpc.blocks import DEFAULT_RETRIES, run_checked, worker_model
-from hpc.store import consolidate, prepare_group
+from hpc.store import consolidate, group_lock, prepare_group
 
 
 @dataclass(frozen=True)
@@ -66,6 +66,7 @@ class Settings:
     progress: bool = True
     fresh: bool = False
     pca: bool = False
+    wait: bool = True  # another run writing this mode's groups of the store: wait for it (False: refuse)
 
 
 def _tokens(x, y, op) -> torch.Tensor:
@@ -281,7 +282,13 @@ def _reduce_means(survey_group: st.SurveyGroup, rule: MeanRule) -> dict[str, np.
 
 def analyse(client, job: Job, settings: Settings, resources: dict | None = None) -> list[dict]:
     """Every stage of one model (resuming what the store has), then the reduction. Returns the records.
-    `client`: a Dask client, or None to run the blocks in this process."""
+    `client`: a Dask client, or None to run the blocks in this process. Holds `ablate/<mode>` of the store
+    meanwhile (one writer per group, hpc.store.group_lock: another run's is waited for, or refused)."""
+    with group_lock(job.store, f"{st.GROUP}/{settings.rule.value}", wait=settings.wait):
+        return _analyse(client, job, settings, resources)
+
+
+def _analyse(client, job: Job, settings: Settings, resources: dict | None = None) -> list[dict]:
     m = job.model
     fp = _mode_fp(job, settings)
     token = hashlib.sha256(json.dumps(fp, sort_keys=True).encode()).hexdigest()[:16]

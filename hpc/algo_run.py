@@ -26,7 +26,7 @@ from arith.files import atomic_write_bytes, sha256_file
 from hpc import algo_store as st
 from hpc.ablation import Model
 from hpc.blocks import DEFAULT_RETRIES, run_checked, worker_model
-from hpc.store import StoreDamage, consolidate, prepare_group
+from hpc.store import StoreDamage, consolidate, group_lock, prepare_group
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,7 @@ class Settings:
     retries: int = DEFAULT_RETRIES
     progress: bool = True
     fresh: bool = False
+    wait: bool = True  # another run writing this mode's group of the store: wait for it (False: refuse)
 
     @property
     def mode(self) -> str:
@@ -137,7 +138,13 @@ def _fingerprint(job: Job, settings: Settings) -> dict:
 
 def analyse(client, job: Job, settings: Settings, resources: dict | None = None) -> list[dict]:
     """Every task's block (resuming what the store has), then the reduction: the maths records.
-    `client`: a Dask client, or None to run the blocks in this process."""
+    `client`: a Dask client, or None to run the blocks in this process. Holds `algo/<mode>` of the store
+    meanwhile (one writer per group, hpc.store.group_lock: another run's is waited for, or refused)."""
+    with group_lock(job.store, f"{st.GROUP}/{settings.mode}", wait=settings.wait):
+        return _analyse(client, job, settings, resources)
+
+
+def _analyse(client, job: Job, settings: Settings, resources: dict | None = None) -> list[dict]:
     tasks, plans = _plans(job, settings)
     group = _group(job, settings, plans)
     prepare_group(group, group.specs(), _fingerprint(job, settings), settings.fresh)

@@ -24,6 +24,13 @@ Rules this module keeps:
 - Metadata is consolidated once, by the driver, at the end (`consolidate`); the driver drops the consolidated
   copy when it opens the store (a cache that would go stale mid-run; nothing here reads it).
 
+One writer per group: a driver holds `group_lock(root, path)` (an OS lock, fcntl.flock, on the file
+`<store>/<path>.lock` beside the group's folder, so clearing the group keeps it) from before it opens the group
+until its reduction is done. A second driver on the same group waits for it, saying so in one line on stderr
+(or with `wait=False` refuses with one InputError line); then it opens the group as the first one left it
+(same settings: its finished blocks are reused). The kernel drops the lock with its process: a killed driver
+never leaves a store locked. Dask workers write chunks on behalf of the driver that holds the lock.
+
 A damaged store never yields a result. Per done block, before it counts (`BlockGroup.scan`): every data chunk
 exists on disk and decodes, and the stage's own checks of the block's rows hold (`check_rows`). A block that
 fails is not done: the driver clears its done flag, says so in one line on stderr ("store ...: blocks 3, 7
@@ -40,13 +47,19 @@ folder and builds it again. A group whose own `zarr.json` is missing lost its fi
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import functools
 import json
 import os
 import shutil
+import socket
 import sys
+import threading
+import uuid
 import warnings
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import ClassVar, TextIO
 
@@ -111,8 +124,14 @@ class BlockGroup:
     root: str  # absolute path of <name>.zarr
     path: str  # the group inside the store, e.g. "verify/exhaustive"
     n_blocks: int
+    # the group's `generation` attribute when the driver prepared it ("": unchecked): a task writes only into
+    # the group it was handed, never into one cleared and built again since (--fresh by a later run)
+    generation: str = field(default="", kw_only=True)
 
     DATA_ARRAYS: ClassVar[tuple[str, ...]] = ()
+    # True: the group's blocks are addressed so that a run with more (or fewer) blocks and the same fingerprint
+    # shares them: its arrays grow to the largest run's row count, and a run uses its first `n_blocks` rows
+    GROWS: ClassVar[bool] = False
 
     @property
     def location(self) -> str:
@@ -143,19 +162,38 @@ class BlockGroup:
         """Write block k's row of every data array, then its done flag. Called by the task that owns block k."""
         if not 0 <= k < self.n_blocks:
             raise IndexError(f"block {k} outside 0..{self.n_blocks - 1}")
+        self._same_generation(k)
         for name in self.DATA_ARRAYS:
             self._array(name)[k] = rows[name]
+        self._same_generation(k)
         self._array("done")[k] = 1  # last: the row is complete
 
-    def _read(self, name: str) -> tuple[np.ndarray, dict[int, str]]:
-        """The whole array, and the blocks whose chunk would not decode (read as zeros here)."""
-        arr = self._array(name, "r")
+    def _same_generation(self, k: int) -> None:
+        if not self.generation:
+            return
         try:
-            return np.asarray(arr[:]), {}
+            attrs = json.loads(Path(self.location, "zarr.json").read_bytes()).get("attributes") or {}
+        except (OSError, ValueError, AttributeError):
+            attrs = {}
+        if attrs.get("generation") != self.generation:
+            raise InputError(
+                f"store {self.location}: cleared or rebuilt by another run since block {k} was handed out; "
+                "block not written"
+            )
+
+    def _read(self, name: str) -> tuple[np.ndarray, dict[int, str]]:
+        """This run's rows of the array (the first `n_blocks`), and the blocks whose chunk would not decode
+        (read as zeros here)."""
+        arr = self._array(name, "r")
+        n = self.n_blocks
+        if arr.shape[0] < n:
+            raise InputError(f"store {self.location}: array {name} has {arr.shape[0]} rows, {n} expected")
+        try:
+            return np.asarray(arr[:n]), {}
         except Exception:  # one or more damaged chunks: find them
-            out = np.zeros(arr.shape, dtype=arr.dtype)
+            out = np.zeros((n, *arr.shape[1:]), dtype=arr.dtype)
             bad: dict[int, str] = {}
-            for k in range(arr.shape[0]):
+            for k in range(n):
                 try:
                     out[k] = arr[k]
                 except Exception:
@@ -199,6 +237,11 @@ class BlockGroup:
         """block -> the first failed check of the stage's own rules, for done blocks whose chunks are intact."""
         return {}
 
+    def outdated(self, problems: dict[int, str], data: dict[str, np.ndarray]) -> set[int]:
+        """Of the blocks that failed their checks, those that hold a whole block of another run of this group
+        (a growing group's last block, made for another size): redone without a damage line."""
+        return set()
+
     def done_mask(self) -> np.ndarray:
         """Blocks whose done flag is 1 (a damaged flag counts as not done)."""
         done, _bad = self._read("done")
@@ -218,8 +261,13 @@ class BlockGroup:
 
     def validate(self, stream: TextIO | None = None) -> dict[int, str]:
         """Check every done block; clear the flags of those that fail (they become pending). Returns them."""
-        _done, problems, _data = self.scan()
-        self.repair(problems, stream)
+        _done, problems, data = self.scan()
+        old = self.outdated(problems, data) & set(problems)
+        if old:
+            done = self._array("done")
+            for k in sorted(old):
+                done[k] = 0  # another run's version of this block: this run computes its own
+        self.repair({k: why for k, why in problems.items() if k not in old}, stream)
         return problems
 
     def read_checked(self) -> dict[str, np.ndarray]:
@@ -291,6 +339,103 @@ def _create_array(group, name: str, shape: tuple[int, ...], dtype: str):
     )
 
 
+# ------------------------------------------------------------------------------------------------ one writer
+
+_HELD: dict[str, list[int]] = {}  # lock file -> [fd, depth]: the group locks this process holds
+_HELD_GUARD = threading.Lock()
+
+
+def lock_file(root: str | Path, path: str) -> Path:
+    """`<store>/<path>.lock`: beside the group's folder (clearing the group keeps it), inside its stage folder
+    (so the store's root holds nothing new)."""
+    return Path(root) / f"{path}.lock"
+
+
+def _holder(fd: int) -> str:
+    """' (pid 1234 on host)' as the holder wrote it into the lock file, or '' when it has not (yet)."""
+    try:
+        words = os.pread(fd, 256, 0).decode("utf-8", "replace").split()
+    except OSError:
+        return ""
+    return f" (pid {words[0]} on {words[1]})" if len(words) >= 2 and words[0].isdigit() else ""
+
+
+@contextlib.contextmanager
+def group_lock(root: str | Path, path: str, wait: bool = True, log: TextIO | None = None) -> Iterator[None]:
+    """Hold the store group `path` of `root` (and everything under it) for this process: one writer per group.
+
+    Another process holding it: say so in one line on `log` (stderr) and wait for it, or with `wait=False`
+    refuse (InputError). An OS lock (fcntl.flock) on `lock_file(root, path)`: released when this block ends or
+    the process dies, however (SIGKILL included); not inherited by spawned worker processes. Re-entrant within
+    one process (a stage that runs another's code under the same group)."""
+    root = Path(root)
+    location = f"{root}/{path}"
+    file = lock_file(root, path)
+    key = str(file.absolute())
+    with _HELD_GUARD:
+        held = _HELD.get(key)
+        if held is not None:
+            held[1] += 1
+    if held is not None:
+        try:
+            yield
+        finally:
+            with _HELD_GUARD:
+                held[1] -= 1
+        return
+    if root.exists() and not root.is_dir():
+        raise InputError(f"store {root}: exists and is not a directory")
+    fd = _open_lock(file, location)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            who = _holder(fd)
+            if not wait:
+                raise InputError(
+                    f"store {location}: another run{who} is writing it; run again when it has finished "
+                    "(or leave out --no-wait to wait for it)"
+                ) from None
+            print(
+                f"store {location}: another run{who} is writing it; waiting (--no-wait to refuse)",
+                file=log or sys.stderr,
+                flush=True,
+            )
+            fcntl.flock(fd, fcntl.LOCK_EX)  # Ctrl-C / SIGTERM interrupt the wait (KeyboardInterrupt)
+        with contextlib.suppress(OSError):  # (a lock file we may only read: no name in it, the lock holds)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()} {socket.gethostname()}\n".encode(), 0)
+        with _HELD_GUARD:
+            _HELD[key] = [fd, 1]
+        try:
+            yield
+        finally:
+            with _HELD_GUARD:
+                _HELD.pop(key, None)
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)  # before the unlock: a waiter never reads a finished run's name
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _open_lock(file: Path, location: str) -> int:
+    try:
+        file.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise InputError(f"store {location}: a file stands where its folder {file.parent} should be") from None
+    except OSError as exc:
+        raise InputError(f"store {location}: cannot create {file.parent} ({exc.strerror})") from None
+    try:
+        return os.open(file, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)  # shared stores: the umask decides
+    except PermissionError:
+        try:
+            return os.open(file, os.O_RDONLY | os.O_CLOEXEC)  # another user's lock file: flock works read-only
+        except OSError as exc:
+            raise InputError(f"store {location}: cannot open its lock file {file} ({exc.strerror})") from None
+    except OSError as exc:
+        raise InputError(f"store {location}: cannot create its lock file {file} ({exc.strerror})") from None
+
+
 def _owned(root: Path) -> bool:
     """Whether the folder holds nothing but what a varith store has (so --fresh may rewrite its root)."""
     try:
@@ -311,7 +456,13 @@ def _remove_tree(path: Path, root: Path) -> None:
 
 
 def _check_metadata(
-    root: Path, group_path: str, specs: dict, fresh: bool, log: TextIO, fingerprint: dict | None = None
+    root: Path,
+    group_path: str,
+    specs: dict,
+    fresh: bool,
+    log: TextIO,
+    fingerprint: dict | None = None,
+    grows: bool = False,
 ) -> None:
     """Raw checks of every metadata file the group `group_path` depends on, before zarr parses any of them.
 
@@ -386,9 +537,22 @@ def _check_metadata(
         if ameta is None:
             refuse(path, "missing")
         wanted = _expected_array_meta(shape, dtype)
+        if grows and _grown_shape(ameta.get("shape"), shape):
+            wanted = wanted | {"shape": ameta["shape"]}  # more or fewer rows: another run's size (see GROWS)
         for key in _META_KEYS:
             if ameta.get(key) != wanted[key]:
                 refuse(path, f"{key} {json.dumps(ameta.get(key))[:80]} here, {json.dumps(wanted[key])[:80]} expected")
+
+
+def _grown_shape(stored, shape: tuple[int, ...]) -> bool:
+    """Whether `stored` (a shape from metadata) differs from `shape` in its row count only."""
+    return (
+        isinstance(stored, list)
+        and len(stored) == len(shape)
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in stored)
+        and stored[0] >= 1
+        and list(stored[1:]) == list(shape[1:])
+    )
 
 
 def _other_settings(location: str, stored: dict, wanted: dict) -> InputError:
@@ -423,7 +587,10 @@ def prepare_group(
 
     An existing group made with the same fingerprint is kept; its done blocks are checked (`scan`) and those
     that fail are made pending again, with one line on `log` (stderr). One made with another fingerprint is
-    refused (InputError) unless `fresh`, which discards it. Damaged metadata: see the module docstring.
+    refused (InputError) unless `fresh`, which discards it. Damaged metadata: see the module docstring. A
+    growing group (`GROWS`) gets at least `n_blocks` rows. The caller holds `group_lock` on the group (or one
+    above it) from here until its reduction is done. Returns the handle with the group's `generation`: the
+    tasks given it write nowhere else.
     """
     log = log or sys.stderr
     root = Path(handle.root)
@@ -432,7 +599,7 @@ def prepare_group(
     fingerprint = json.loads(json.dumps(fingerprint))
     specs = dict(specs) | {"done": ((handle.n_blocks,), "uint8")}
     if root.is_dir():
-        _check_metadata(root, handle.path, specs, fresh, log, fingerprint)
+        _check_metadata(root, handle.path, specs, fresh, log, fingerprint, handle.GROWS)
     g_root = _open_root(root)
     parent_path, _, leaf = handle.path.rpartition("/")
     try:
@@ -447,13 +614,27 @@ def prepare_group(
         elif stored != fingerprint:
             raise _other_settings(handle.location, stored, fingerprint)
         else:
+            if handle.GROWS:
+                _grow(node, specs, handle.n_blocks)
+            handle = replace(handle, generation=str(dict(node.attrs).get("generation") or ""))
             handle.validate(log)
             return handle
     group = parent.create_group(leaf)
     for name, (shape, dtype) in specs.items():
         _create_array(group, name, shape, dtype)
-    group.attrs.update({"fingerprint": fingerprint, "n_blocks": handle.n_blocks})
-    return handle
+    generation = uuid.uuid4().hex
+    group.attrs.update({"fingerprint": fingerprint, "n_blocks": handle.n_blocks, "generation": generation})
+    return replace(handle, generation=generation)
+
+
+def _grow(group, specs: ArraySpecs, n_blocks: int) -> None:
+    """Give every array of a growing group at least `n_blocks` rows (the rows written stay as they are)."""
+    for name, (shape, _dtype) in specs.items():
+        arr = group[name]
+        if arr.shape[0] < n_blocks:
+            arr.resize((n_blocks, *shape[1:]))
+    if int(group.attrs.get("n_blocks", 0)) < n_blocks:
+        group.attrs["n_blocks"] = n_blocks
 
 
 def consolidate(root: str | Path, log: TextIO | None = None) -> bool:

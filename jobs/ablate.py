@@ -82,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         fresh=args.fresh,
         pca=args.pca,
+        wait=not args.no_wait,
     )
     weights = weights_of(args.models)
     jobs = [ablation.job_for(w, args.question_file, args.random_rows, args.compat, args.store) for w in weights]

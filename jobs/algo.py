@@ -57,7 +57,12 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"{weights}: no such weights file")
     run_dir = RunDir.beside(weights)
     settings = algo_run.Settings(
-        compat=args.compat, device=args.device, retries=args.retries, progress=not args.no_progress, fresh=args.fresh
+        compat=args.compat,
+        device=args.device,
+        retries=args.retries,
+        progress=not args.no_progress,
+        fresh=args.fresh,
+        wait=not args.no_wait,
     )
     need_ablation = not run_dir.behavior_json.is_file()
     if args.reduce_only:
@@ -82,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
             retries=args.retries,
             progress=not args.no_progress,
             fresh=args.fresh,
+            wait=not args.no_wait,
         )
         job = ablation.job_for(weights, args.question_file, None, args.compat, args.store)
         for warning in ablation.question_warnings(job):

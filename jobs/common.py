@@ -3,19 +3,43 @@
 from __future__ import annotations
 
 import argparse
+import math
 import threading
 
 from arith.errors import InputError
 
 
-def at_least_one(text: str) -> int:
-    """argparse type: a whole number >= 1 (argparse prints the one-line error)."""
+def whole_number(low: int, high: int | None = None):
+    """argparse type: a whole number from `low` to `high` (argparse prints the one-line error, naming the
+    flag, before anything is read or written)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low:,}, got {value:,}")
+        if high is not None and value > high:
+            raise argparse.ArgumentTypeError(f"must be at most {high:,}, got {value:,}")
+        return value
+
+    parse.__name__ = "whole number"  # argparse's fallback message names the type
+    return parse
+
+
+at_least_one = whole_number(1)
+MAX_WORKERS = 4096  # local worker processes, torch threads: far beyond any machine, short of a typo's billion
+
+
+def seconds(text: str) -> float:
+    """argparse type: a positive, finite number of seconds."""
     try:
-        value = int(text)
+        value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
     return value
 
 
@@ -33,19 +57,21 @@ def add_cluster_arguments(p: argparse.ArgumentParser, none_help: str) -> None:
     )
     d.add_argument("--scheduler", metavar="tcp://HOST:PORT", help="join an existing Dask scheduler")
     d.add_argument(
-        "--workers", type=at_least_one, help="local worker processes (default: one per GPU, else min(2, cores))"
+        "--workers",
+        type=whole_number(1, MAX_WORKERS),
+        help="local worker processes (default: one per GPU, else min(2, cores))",
     )
-    d.add_argument("--torch-threads", type=at_least_one, help="torch threads per worker process")
+    d.add_argument("--torch-threads", type=whole_number(1, MAX_WORKERS), help="torch threads per worker process")
     d.add_argument(
         "--profile",
         help="TOML profile for --cluster slurm: a [slurm] table and an optional [dask] table "
         "(example: hpc/profiles/dask_example.toml)",
     )
     d.add_argument("--dry-run", action="store_true", help="print the plan (SLURM: the worker job script), run nothing")
-    d.add_argument("--connect-timeout", type=float, default=5.0, help="seconds to reach --scheduler (default 5)")
+    d.add_argument("--connect-timeout", type=seconds, default=5.0, help="seconds to reach --scheduler (default 5)")
     d.add_argument(
         "--retries",
-        type=int,
+        type=whole_number(0, 100),
         default=DEFAULT_RETRIES,
         help=f"re-runs of a block whose task raised (default {DEFAULT_RETRIES})",
     )
@@ -53,7 +79,14 @@ def add_cluster_arguments(p: argparse.ArgumentParser, none_help: str) -> None:
     d.add_argument(
         "--fresh",
         action="store_true",
-        help="discard stored blocks and start again (also repairs damaged store metadata)",
+        help="discard stored blocks and start again (also repairs damaged store metadata); never while another "
+        "run is writing them",
+    )
+    d.add_argument(
+        "--no-wait",
+        action="store_true",
+        help="refuse (exit 2) when another run is writing the same part of the store (default: wait for it, "
+        "then reuse what it finished)",
     )
     d.add_argument(
         "--no-progress",
