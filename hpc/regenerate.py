@@ -19,10 +19,15 @@ they run in this process. On slurm and local, the models that need no other mode
 together (one sweep per seed, its runs in parallel), before the per-model chains.
 
 A stage is skipped when its outputs exist and check out: training by its manifest (hpc.markers), the others
-by the stamps `OUT/runs/<name>/stage.json` keeps (sha256 of what each finished stage read and wrote) plus their
-own checks (the accuracy report's suite and weights sha256, the schema of the behaviour and maths files, the hub
-folder's manifest). So a regeneration that was interrupted resumes where it stopped. A model that fails is
-named in the summary; the others go on (those that need it are not started).
+by the stamps `OUT/runs/<name>/stage.json` keeps (sha256 of what each finished stage read and wrote, its quanta
+maps included) plus their own checks (the accuracy report's suite and weights sha256, the schema of the behaviour
+and maths files, the hub folder's manifest). A stage is also redone when a stage it depends on (DEPENDS) finished
+after it: the record numbers each finished stage, so a redone ablation is followed by the algorithm search and
+the hub folder, even across an interruption. So a regeneration that was interrupted resumes where it stopped. A
+model that fails is named in the summary; the others go on (those that need it are not started).
+
+Each stage removes only the files it owns: the quanta maps belong to the stage that draws them
+(hpc.rundir.QUANTA_OWNERS: `algo` draws `<name>_quanta_algo.*`, `ablate` every other view).
 """
 
 from __future__ import annotations
@@ -40,9 +45,17 @@ from typing import Any
 from arith.errors import InputError
 from arith.files import atomic_write_json, sha256_file
 from arith.names import check_pair, expand_arch, parse_name, sidecar_path
-from hpc.rundir import RunDir
+from hpc.rundir import RunDir, submitit_folder
 
 STAGES = ("train", "verify", "ablate", "algo", "hub")
+# what each stage reads of the others: when one of these finished after it, the stage is redone
+DEPENDS = {
+    "train": (),
+    "verify": ("train",),
+    "ablate": ("train",),
+    "algo": ("train", "ablate"),
+    "hub": ("train", "verify", "ablate", "algo"),
+}
 INSERT_STAGES = ("train", "ablate")  # what an ins* model needs of an addition model that is not published
 SCALES = ("full", "tiny")
 CLUSTERS = ("slurm", "local", "debug")
@@ -166,12 +179,35 @@ def _step(catalog: Catalog, source: str, recipe: Recipe, published: bool) -> Ste
     )
 
 
+def run_names(catalog: Catalog, recipe: Recipe) -> dict[str, str]:
+    """{run name at this recipe: catalog name} of every catalog model (the names `regenerate` prints)."""
+    return {_step(catalog, e.name, recipe, True).name: e.name for e in catalog.models}
+
+
+def catalog_name(catalog: Catalog, recipe: Recipe, name: str) -> str:
+    """The catalog name a `--models` word stands for: a catalog name, or the run name it has at this recipe
+    (`add_d5_l1_h3_t300_s372001` at --scale tiny)."""
+    if catalog.entry(name) is not None:
+        return name
+    here = run_names(catalog, recipe)
+    if name in here:
+        return here[name]
+    for other in catalog.recipes:
+        if other.scale != recipe.scale and name in (there := run_names(catalog, other)):
+            raise InputError(
+                f"{name}: the run name of {there[name]} at --scale {other.scale}; pass --scale {other.scale} "
+                f"or the catalog name {there[name]}"
+            )
+    raise InputError(
+        f"{name}: not in the catalog, nor a catalog model's run name at --scale {recipe.scale} "
+        "(see jobs/catalog.toml, or varith regenerate --dry-run for the names)"
+    )
+
+
 def plan(catalog: Catalog, recipe: Recipe, models: Sequence[str] | None = None) -> list[Step]:
-    """The models asked for (default: the whole catalog) and the insert models they need, inserts first."""
-    names = list(models) if models else [e.name for e in catalog.models]
-    for n in names:
-        if catalog.entry(n) is None:
-            raise InputError(f"{n}: not in the catalog (see jobs/catalog.toml)")
+    """The models asked for (default: the whole catalog) and the insert models they need, inserts first. A
+    model is named by its catalog name or by its run name at this recipe."""
+    names = [catalog_name(catalog, recipe, n) for n in models] if models else [e.name for e in catalog.models]
     out: dict[str, Step] = {}
 
     def add(source: str, published: bool) -> None:
@@ -248,15 +284,40 @@ def read_record(run: RunDir) -> dict:
         return {}
 
 
+def _order(record: dict) -> dict[str, int]:
+    order = record.get("order")
+    if not isinstance(order, dict):
+        return {}
+    return {k: v for k, v in order.items() if isinstance(v, int) and not isinstance(v, bool)}
+
+
 def write_record(run: RunDir, stage: str, state: str, error: str | None = None, stamp: dict | None = None) -> None:
+    """The model's stage and state; a finished stage's stamp (sha256 of what it read and wrote) and its number
+    in the order stages finished (`order`: each finish gets the next number); an unfinished one loses both."""
     record = read_record(run)
     stamps = dict(record.get("stamps") or {})
+    order = _order(record)
     if stamp is not None:
         stamps[stage] = stamp
     elif state != "done":
         stamps.pop(stage, None)
-    record.update(stage=stage, state=state, error=error, updated_at=time.time(), stamps=stamps)
+    if state == "done":
+        order[stage] = max(order.values(), default=0) + 1
+    else:
+        order.pop(stage, None)
+    record.update(stage=stage, state=state, error=error, updated_at=time.time(), stamps=stamps, order=order)
     atomic_write_json(run.stage, record, indent=1)
+
+
+def after_its_inputs(run: RunDir, stage: str) -> bool:
+    """False when a stage this one depends on (DEPENDS) finished after it: its inputs may have changed."""
+    order = _order(read_record(run))
+    mine = order.get(stage)
+    for dep in DEPENDS.get(stage, ()):
+        theirs = order.get(dep)
+        if theirs is not None and (mine is None or mine < theirs):
+            return False
+    return True
 
 
 def _stamp(run: RunDir, paths: Sequence[Path]) -> dict[str, str]:
@@ -273,8 +334,10 @@ def _stamp(run: RunDir, paths: Sequence[Path]) -> dict[str, str]:
 
 
 def stamp_ok(run: RunDir, stage: str) -> bool:
+    """The stage's stamp: every file it read and wrote is there with the same sha256, and no stage it depends
+    on finished after it."""
     stamp = (read_record(run).get("stamps") or {}).get(stage)
-    if not isinstance(stamp, dict) or not stamp:
+    if not isinstance(stamp, dict) or not stamp or not after_its_inputs(run, stage):
         return False
     for key, sha in stamp.items():
         p = Path(key) if Path(key).is_absolute() else run.path / key
@@ -305,12 +368,24 @@ def _dask(opts: Options, n_tasks: int, module: str):
     )
 
 
-def _pictures(run: RunDir) -> list[Path]:
-    return sorted(p for p in run.path.glob(f"{run.name}_quanta_*") if p.suffix in (".png", ".svg"))
-
-
 def _hub_sources(run: RunDir) -> list[Path]:
-    return [run.weights, run.train_json, run.accuracy_json, run.behavior_json, run.maths_json, *_pictures(run)]
+    return [run.weights, run.train_json, run.accuracy_json, run.behavior_json, run.maths_json, *run.quanta_maps()]
+
+
+def _clear_own_maps(run: RunDir, stage: str) -> None:
+    """Before a stage draws again: its own quanta maps go (a view it no longer draws must not linger); the
+    other stages' maps stay."""
+    for old in run.quanta_maps(stage):
+        old.unlink()
+
+
+def _own_maps(run: RunDir, stage: str, written: Sequence[Path]) -> list[Path]:
+    """The quanta maps a stage drew, checked to be its own (hpc.rundir.QUANTA_OWNERS)."""
+    mine = run.quanta_maps(stage)
+    foreign = sorted(p.name for p in written if p.suffix in (".svg", ".png") and Path(p) not in mine)
+    if foreign:
+        raise RuntimeError(f"{stage} drew quanta maps another stage owns: {' '.join(foreign)}")
+    return mine
 
 
 class Stages:
@@ -346,7 +421,7 @@ class Stages:
             steps=opts.recipe.steps,
             threads=settings.cpus_per_task,
         )
-        folder = opts.runs_dir.absolute() / ".submitit" / "%j"
+        folder = submitit_folder(opts.runs_dir, opts.cluster)
         lc = LaunchConfig(cluster=opts.cluster, folder=folder, slurm=settings, job_name="varith-regen")
         poll = 5.0 if opts.cluster == "slurm" else 0.5
         outcome = run_sweep(SweepOptions(req, lc, opts.retries, poll, False, False, False))
@@ -417,14 +492,14 @@ class Stages:
         run = self.opts.run(step)
         settings = ablation.Settings(device=self.opts.device, progress=False)
         job = ablation.job_for(run.weights)
-        for old in _pictures(run):  # the views drawn now replace the last ablation's
-            old.unlink()
         ((job, records),) = ablation.run_many([job], settings, _dask(self.opts, 64, "hpc.ablation"))
         tiny = self.opts.recipe.scale == "tiny"  # its few-step models learn nothing: the plumbing is what it tests
-        ablation.write_outputs(job, settings, records, pictures=True, allow_empty=tiny)  # else NoUsefulNodes
+        _clear_own_maps(run, "ablate")  # the views drawn now replace the last ablation's (the algo map stays)
+        written = ablation.write_outputs(job, settings, records, pictures=True, allow_empty=tiny)  # else NoUsefulNodes
         if not records:
             print(f"{run.name}: note: the model answers none of the {len(job.op)} ablation questions (no useful nodes)")
-        return [run.weights, run.behavior_json, sidecar_path(run.behavior_json)]
+        maps = _own_maps(run, "ablate", written)
+        return [run.weights, run.behavior_json, sidecar_path(run.behavior_json), *maps]
 
     # -- algo
     def done_algo(self, step: Step) -> bool:
@@ -446,8 +521,9 @@ class Stages:
         job = algo_run.job_for(run.weights, allow_empty=True)  # the ablate stage refused an empty one (not tiny)
         settings = algo_run.Settings(device=self.opts.device, progress=False)
         records = algo_run.run(job, settings, _dask(self.opts, 16, "hpc.algo_run"))
+        _clear_own_maps(run, "algo")  # a search that tags nothing draws no map: the last one must not stay
         algo_run.write_outputs(job, records)
-        return [run.weights, run.behavior_json, run.maths_json]
+        return [run.weights, run.behavior_json, run.maths_json, *run.quanta_maps("algo")]
 
     # -- hub
     def hub_folder(self, step: Step) -> Path:
@@ -485,12 +561,13 @@ def build_hub_folder(run: RunDir, step: Step, opts: Options, folder: Path) -> Pa
     config = train.get("Config", {}) if isinstance(train, dict) else {}
     behavior = json.loads(run.behavior_json.read_text())
     maths = json.loads(run.maths_json.read_text())
-    command = opts.command.format(name=step.source)
+    command = opts.command.replace("{name}", step.source)
     card = CardInput(
         name=run.name,
+        source=step.source,
         note=step.note,
         accuracy=report,
-        pictures=tuple(p.name for p in _pictures(run) if p.suffix == ".png"),
+        pictures=tuple(p.name for p in run.quanta_maps() if p.suffix == ".png"),
         insert=step.insert,
         scale=opts.recipe.scale,
         train_config=config,
@@ -665,12 +742,17 @@ def summary_text(report: Report) -> str:
     return "\n".join(lines)
 
 
-def reproduce_command(opts: Options, catalog_recipe: Recipe | None = None) -> str:
-    """The command line that makes a model again ({name} stands for its catalog name); the recipe's steps and
-    questions are spelled out where they differ from the catalog's."""
+def reproduce_command(opts: Options, catalog_recipe: Recipe | None = None, catalog: str | None = None) -> str:
+    """The whole command line that makes a model again ({name} stands for its catalog name): scale, cluster,
+    output folder, and the profile, catalog, device, steps and questions where they are not the defaults."""
     words = ["varith", "regenerate", "--models", "{name}", "--scale", opts.recipe.scale, "--cluster", opts.cluster]
+    words += ["--out", str(opts.out)]
     if opts.profile:
         words += ["--profile", opts.profile]
+    if catalog:
+        words += ["--catalog", catalog]
+    if opts.device != "auto":
+        words += ["--device", opts.device]
     base = catalog_recipe or opts.recipe
     if opts.recipe.steps != base.steps:
         words += ["--steps", str(opts.recipe.steps)]

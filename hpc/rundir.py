@@ -4,8 +4,10 @@ A run folder `runs/<name>/` holds the model's artifacts (named by `arith.names.a
 `<name>_train.json`, `<name>_accuracy.json`, `<name>_behavior.json`, `<name>_maths.json`, `<name>.zarr`) and
 the bookkeeping of its training: `progress.json` (step, steps, loss while training), `checkpoints/` (accelerate
 states), `state.json` (the marker: where the run stands), `manifest.json` (sha256 of the artifacts) and the
-marker's lock file, and `stage.json` (`varith regenerate`: the model's pipeline stage). Everything else asks
-a RunDir for a path instead of spelling a name.
+marker's lock file, and `stage.json` (`varith regenerate`: the model's pipeline stage), and the quanta maps
+`<name>_quanta_<view>.svg/.png`, each owned by the one stage that draws it (`QUANTA_OWNERS`: the algorithm
+search owns the `algo` view, node ablation every other view), so a stage replaces only its own maps. Everything
+else asks a RunDir for a path instead of spelling a name.
 """
 
 from __future__ import annotations
@@ -21,6 +23,23 @@ PROGRESS = "progress.json"
 CHECKPOINTS = "checkpoints"
 LOCK = ".state.lock"
 STAGE = "stage.json"
+SUBMITIT = ".submitit"
+QUANTA_SUFFIXES = (".svg", ".png")
+QUANTA_OWNERS = {"algo": ("algo",)}  # stage -> the views it draws; "ablate" owns every view not listed here
+
+
+def quanta_owner(view: str) -> str:
+    """The stage that draws (and alone may remove) the quanta map of `view`."""
+    return next((stage for stage, views in QUANTA_OWNERS.items() if view in views), "ablate")
+
+
+def submitit_folder(runs_dir: str | Path, cluster: str) -> Path:
+    """submitit's log and pickle folder under a runs folder. On slurm and debug it carries the job id tag
+    (`.submitit/%j`, expanded per job); submitit's local controller creates the folder it is given without
+    expanding the tag (a literal `%j` folder), so local jobs share `.submitit/local/` (their files are named by
+    job id all the same)."""
+    base = Path(runs_dir).absolute() / SUBMITIT
+    return base / "local" if cluster == "local" else base / "%j"
 
 
 @dataclass(frozen=True)
@@ -110,6 +129,19 @@ class RunDir:
     def stage(self) -> Path:
         """`varith regenerate`'s record: the stage the model is in and the stamps of the stages it finished."""
         return self.path / STAGE
+
+    def quanta_maps(self, stage: str | None = None) -> list[Path]:
+        """The quanta maps in the run folder (`<name>_quanta_<view>.svg/.png`), sorted; with `stage`, only those
+        that stage owns (quanta_owner)."""
+        prefix = f"{self.model}_quanta_"
+        out = []
+        for p in self.path.glob(f"{prefix}*"):
+            if not (p.is_file() and p.suffix in QUANTA_SUFFIXES):
+                continue
+            view = p.name[len(prefix) : -len(p.suffix)]
+            if view and (stage is None or quanta_owner(view) == stage):
+                out.append(p)
+        return sorted(out)
 
     def train_paths(self):
         """Where training writes (arith.train.TrainPaths): weights, train json, checkpoints."""

@@ -1,13 +1,14 @@
 """`varith fetch NAME [--repo OWNER/NAME]`: download a published model (`<name>.pth`, `<name>_train.json` and
-the behaviour, maths and accuracy JSON the repository holds) into the local cache (hpc.hub.cache_dir:
-$VARITH_CACHE or ~/.cache/verified-arithmetic/<name>/). Files already there unchanged are not downloaded again;
-loading from the cache needs no network.
+the behaviour, maths and accuracy JSON the repository holds) into the local cache (hpc.hub.cached_model:
+$VARITH_CACHE or ~/.cache/verified-arithmetic, then `<name>/`). Every file is checked against the sha256 the
+repository's manifest.json gives it before it enters the cache; a mismatch is one error line and leaves no bad
+file there. Files already there unchanged are not downloaded again; loading from the cache needs no network
+(`varith predict --model NAME` finds it by name).
 """
 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 HELP = "download a published model and its JSON into the local cache (then it loads offline)"
 
@@ -22,27 +23,43 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import sys
-
     from arith.errors import InputError
-    from arith.names import artifact_path, parse_name
-    from hpc.hub import FETCHED, LocalFolderHub, cache_dir, check_repo, fetch, hub_for
+    from arith.files import require_writable_dir
+    from arith.names import parse_name
+    from hpc.hub import HubUnreachable, LocalFolderHub, cache_dir, check_repo, fetch, hub_for
 
     parse_name(args.name)
+    repo = check_repo(args.repo)
     hub = hub_for(args.hub)
     if isinstance(hub, LocalFolderHub) and not hub.root.is_dir():
         raise InputError(f"--hub {args.hub}: no such folder")
-    dest = Path(args.cache) if args.cache else cache_dir()
+    dest = cache_dir(args.cache)
+    require_writable_dir(dest, "--cache" if args.cache else "the cache folder")
     try:
-        paths = fetch(hub, check_repo(args.repo), args.name, dest)
+        paths = fetch(hub, repo, args.name, dest)
+    except HubUnreachable as exc:
+        paths = _cached(args, exc)
     except InputError:
         raise
     except Exception as exc:  # no network, Hub down: what the cache holds still loads
-        cached = [artifact_path(dest / args.name, args.name, kind) for kind in FETCHED]
-        paths = [p for p in cached if p.is_file()]
-        if not paths or not cached[0].is_file():
-            raise InputError(f"cannot reach {args.repo} ({type(exc).__name__}) and {args.name} is not cached") from None
-        print(f"note: cannot reach {args.repo} ({type(exc).__name__}); using the cached copy", file=sys.stderr)
+        paths = _cached(args, exc)
     for path in paths:
         print(path)
     return 0
+
+
+def _cached(args: argparse.Namespace, exc: Exception) -> list:
+    """The cached copy when the Hub cannot be reached; one error line when there is none."""
+    import sys
+
+    from arith.errors import InputError
+    from arith.names import artifact_path
+    from hpc.hub import FETCHED, cached_model
+
+    folder = cached_model(args.name, args.cache)
+    cached = [artifact_path(folder, args.name, kind) for kind in FETCHED]
+    why = str(exc) if isinstance(exc, InputError) else f"cannot reach {args.repo} ({type(exc).__name__})"
+    if not cached[0].is_file():
+        raise InputError(f"{why}; {args.name} is not cached") from None
+    print(f"note: {why}; using the cached copy", file=sys.stderr)
+    return [p for p in cached if p.is_file()]

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 HELP = "greedy-decode answers for questions like 012345+678901 (one per line on stdin when none are given)"
 
@@ -18,8 +17,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--model",
         required=True,
         metavar="PATH.pth",
-        help="weights <name>.pth; the shape comes from <name>_train.json beside it, else from the name and "
-        "the weights' own tensor shapes",
+        help="weights <name>.pth, or a bare model name fetched with varith fetch (found in $VARITH_CACHE, default "
+        "~/.cache/verified-arithmetic/<name>/); the shape comes from <name>_train.json beside it, else from the "
+        "name and the weights' own tensor shapes",
     )
     p.add_argument(
         "questions",
@@ -49,8 +49,9 @@ def run(args: argparse.Namespace) -> int:
     from arith.device import choose_device
     from arith.vocab import Layout, answer_stream, encode, tokens_to_strings, untrained_op_warnings
     from arith.weights import load_model, model_info, trained_ops
+    from hpc.hub import model_weights
 
-    weights = Path(args.model)
+    weights = model_weights(args.model)  # a file, or a model name fetched into the cache (varith fetch NAME)
     name = weights.name[: -len(".pth")] if weights.name.endswith(".pth") else weights.stem
     shape, n_digits, config = model_info(weights)
     trained = trained_ops(config, name)

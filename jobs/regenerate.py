@@ -16,7 +16,13 @@ HELP = "regenerate the published models: train, verify, ablate, algorithm search
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--models", nargs="+", metavar="NAME", help="catalog names (default: every model in the catalog)")
+    p.add_argument(
+        "--models",
+        nargs="+",
+        metavar="NAME",
+        help="catalog names, or the run names regenerate prints at this --scale (add_d5_l1_h3_t300_s372001 at "
+        "tiny); default: every model in the catalog",
+    )
     p.add_argument(
         "--scale",
         choices=("full", "tiny"),
@@ -60,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     if args.retries < 0:
         raise InputError("--retries must be >= 0")
     opts = rg.Options(Path(args.out), recipe, args.cluster, args.profile, args.retries, args.device)
-    opts = replace(opts, command=rg.reproduce_command(opts, base))
+    opts = replace(opts, command=rg.reproduce_command(opts, base, args.catalog))
     rg.options_check(opts)
     steps = rg.plan(catalog, recipe, _split(args.models) or None)
     if args.dry_run:
