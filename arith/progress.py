@@ -1,9 +1,10 @@
 """Progress reporting: a tqdm bar on a terminal, plain lines in a log.
 
-On a terminal (stderr is a tty) `progress()` is a tqdm bar. Anywhere else (a SLURM log, a pipe, CI) it prints
-one plain line roughly every 10% of the total, and at the end, with integer counts and no carriage-return
-frames, so logs stay readable and small. Both accept the same calls: `update(n)`, `set_postfix(**fields)`,
-`close()`, the attribute `n`, and use as a context manager.
+On a terminal (the stream, stderr by default, is a tty) `progress()` is a tqdm bar. Anywhere else (a SLURM log,
+a pipe, CI) it prints one plain line roughly every 5% of the total, and at the end: the count, the postfix
+fields (a training run's loss), the rate and, while unfinished, the time left (`ETA`), with integer counts and
+no carriage-return frames, so logs stay readable and small. Both accept the same calls: `update(n)`,
+`set_postfix(**fields)`, `close()`, the attribute `n`, and use as a context manager.
 """
 
 from __future__ import annotations
@@ -11,6 +12,22 @@ from __future__ import annotations
 import sys
 import time
 from typing import TextIO
+
+
+def duration(seconds: float) -> str:
+    """A plain duration for a log line: `42 s`, `12 min`, `3.4 h`."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def eta(done: int, total: int, rate: float) -> str | None:
+    """The time left at `rate` per second (None: unknown or finished)."""
+    if rate <= 0 or done >= total:
+        return None
+    return duration((total - done) / rate)
 
 
 def _fmt(value) -> str:
@@ -24,7 +41,7 @@ def _fmt(value) -> str:
 
 
 class LogProgress:
-    """tqdm's small interface, printing a plain line each time another ~10% (`every`) of `total` is done."""
+    """tqdm's small interface, printing a plain line each time another ~5% (`every`) of `total` is done."""
 
     def __init__(
         self,
@@ -33,7 +50,7 @@ class LogProgress:
         unit: str = "it",
         initial: int = 0,
         stream: TextIO | None = None,
-        every: float = 0.1,
+        every: float = 0.05,
     ):
         self.total = int(total) if total is not None else None
         self.desc = desc
@@ -60,7 +77,9 @@ class LogProgress:
         rate = (self.n - self._n0) / elapsed if elapsed > 0 else 0.0
         extra = "".join(f", {k} {_fmt(v)}" for k, v in self._postfix.items())
         speed = f"{rate:,.0f}" if rate >= 100 else f"{rate:.2f}"
-        return f"{self.desc}: {done} {self.unit}{pct}{extra}, {speed} {self.unit}/s, {elapsed:.0f} s"
+        left = eta(self.n, self.total, rate) if self.total else None
+        timing = duration(elapsed) + (f", ETA {left}" if left else "")
+        return f"{self.desc}: {done} {self.unit}{pct}{extra}, {speed} {self.unit}/s, {timing}"
 
     def _emit(self) -> None:
         if self._last_printed == self.n:

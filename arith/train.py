@@ -6,6 +6,12 @@ Determinism: the model init derives from (seed, "init") and the global batch of 
 so a resumed run, or a DDP run of any world size (each rank takes its slice of the same global batch), sees
 exactly the data of an uninterrupted single-process run. Checkpoints are accelerate `save_state` folders
 `checkpoints/step_XXXXXXXX` written under a temporary name and renamed, so the newest one is always complete.
+
+Verdicts that never lie: every step checks that the loss (averaged over the DDP ranks) and the gradient are
+finite before the optimizer moves; the first one that is not raises `Diverged` naming the step, and nothing is
+written from that state (no checkpoint, no weights, no train json): the newest checkpoint on disk is the last
+good one. With `Interrupts` (the CLI), SIGINT and SIGTERM finish the current step, save a checkpoint there and
+return with `stopped_by` set; the DDP ranks agree on the step through the same all-reduce as the loss.
 """
 
 from __future__ import annotations
@@ -15,10 +21,14 @@ import math
 import os
 import pickle
 import shutil
+import signal
+import sys
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 import torch
@@ -68,6 +78,54 @@ class CheckpointError(InputError):
     files). The message names the checkpoint folder; callers add how to start over."""
 
 
+class Diverged(RuntimeError):
+    """The loss or the gradient stopped being finite. The message names the run, the quantity, the (1-based)
+    step and the last good checkpoint kept; `step` and `kept` (the checkpoint's step, None: none) say the same."""
+
+    def __init__(self, message: str, step: int, kept: int | None):
+        super().__init__(message)
+        self.step = step
+        self.kept = kept
+
+
+class Interrupts:
+    """SIGINT (Ctrl-C) and SIGTERM caught while training, as a context manager: the first one is only noted
+    (`caught`, the signal's name) and the training loop finishes its step, saves a checkpoint there and
+    returns; a second one acts at once, as if nothing had been caught. Only handlers still at their defaults
+    are taken over (submitit's own SIGTERM and SIGUSR2 handling inside a SLURM job is left alone), and only in
+    the main thread."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.caught: str | None = None
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self) -> Interrupts:
+        if threading.current_thread() is not threading.main_thread():
+            return self
+        for sig in self.SIGNALS:
+            current = signal.getsignal(sig)
+            if current in (signal.SIG_DFL, signal.default_int_handler):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.caught is None:
+            self.caught = signal.Signals(signum).name
+            return
+        self.restore()
+        signal.raise_signal(signum)  # the second one: what it would have done (KeyboardInterrupt, or exit)
+
+    def restore(self) -> None:
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
+        self._previous.clear()
+
+    def __exit__(self, *exc) -> None:
+        self.restore()
+
+
 def _setting(default, help: str, choices: tuple[str, ...] | None = None):
     """A TrainConfig field a user may set: its help text and choices travel with it (the CLIs read them)."""
     return field(default=default, metadata={"help": help, "choices": choices})
@@ -100,11 +158,16 @@ class TrainConfig:
         mn = self.model_name  # validates the name
         if self.enrich not in ENRICH_RULES:
             raise InputError(f"unknown enrichment rule {self.enrich!r} (expected one of {', '.join(ENRICH_RULES)})")
+        for f in fields(self):  # every number setting is finite: nan and inf would only train to nan
+            value = getattr(self, f.name)
+            if f.type in (float, "float") and not math.isfinite(value):
+                raise InputError(f"{f.name} ({_flag(f.name)}) must be a finite number, got {value!r}")
         positive = ("d_model", "d_head", "d_mlp_multiplier", "batch_size", "lr", "checkpoint_every", "log_every")
         for key in positive:
             if not getattr(self, key) > 0:
-                flag = "--" + key.replace("_", "-")
-                raise InputError(f"{key} ({flag}) must be positive, got {getattr(self, key)!r}")
+                raise InputError(f"{key} ({_flag(key)}) must be positive, got {getattr(self, key)!r}")
+        if self.weight_decay < 0:
+            raise InputError(f"weight_decay (--weight-decay) must be 0 or more, got {self.weight_decay!r}")
         if self.precision not in PRECISIONS:
             raise InputError(f"unknown precision {self.precision!r} (expected {' or '.join(PRECISIONS)})")
         if mn.insert_mode and not self.insert_weights:
@@ -124,6 +187,10 @@ class TrainConfig:
         return OpMix(add=mn.perc_add, sub=mn.perc_sub, mul=mn.perc_mult)
 
 
+def _flag(key: str) -> str:
+    return "--" + key.replace("_", "-")
+
+
 @dataclass
 class TrainResult:
     name: str
@@ -132,6 +199,7 @@ class TrainResult:
     steps_done: int
     complete: bool
     final_loss: float | None
+    stopped_by: str | None = None  # the signal (SIGINT, SIGTERM) that stopped it early, with a checkpoint
 
 
 class _Progress:
@@ -328,10 +396,16 @@ def train(
     progress: bool = True,
     stop_after: int | None = None,
     on_progress: Callable[[dict], None] | None = None,
+    interrupts: Interrupts | None = None,
+    progress_stream: TextIO | None = None,
 ) -> TrainResult:
-    """Train `cfg.name` into `paths`. Returns when done, or after `stop_after` total steps.
+    """Train `cfg.name` into `paths`. Returns when done, after `stop_after` total steps, or (with
+    `interrupts`, entered by the caller) after the step during which a signal came, with a checkpoint there
+    and `stopped_by` set. Raises `Diverged` at the first step whose loss or gradient is not finite.
 
-    `on_progress(record)` gets {name, step, steps, loss, steps_per_s} every `log_every` steps (main process)."""
+    The progress report and the one "resuming from step N" line go to `progress_stream` (default stderr) on
+    the main process. `on_progress(record)` gets {name, step, steps, loss, steps_per_s} every `log_every`
+    steps (main process)."""
     mn = cfg.model_name
     steps = mn.steps
     shape = cfg.shape
@@ -367,16 +441,25 @@ def train(
         ins_sd = {k: v.to(accelerator.device) for k, v in ins_sd.items()}
     live = dict(accelerator.unwrap_model(model).named_parameters())
 
+    stream = progress_stream if progress_stream is not None else sys.stderr
     if resume and (ckpt := newest_checkpoint(paths.checkpoints)) is not None:
         _load_checkpoint(accelerator, ckpt, cfg)
+        if accelerator.is_main_process:
+            print(f"{cfg.name}: resuming from step {state.step} ({ckpt})", file=stream, flush=True)
     elif not resume and accelerator.is_main_process and paths.checkpoints.exists():
         shutil.rmtree(paths.checkpoints)
     accelerator.wait_for_everyone()
+    saved = state.step  # the step the newest checkpoint on disk holds (0 and none: nothing to keep)
 
     from arith.progress import progress as progress_report
 
     bar = progress_report(
-        steps, desc=cfg.name, unit="step", initial=state.step, enabled=progress and accelerator.is_main_process
+        steps,
+        desc=cfg.name,
+        unit="step",
+        initial=state.step,
+        enabled=progress and accelerator.is_main_process,
+        stream=stream,
     )
     end = steps if stop_after is None else min(steps, stop_after)
     ans = slice(layout.answer_start, layout.n_ctx)
@@ -384,6 +467,8 @@ def train(
     losses_dev = torch.zeros(steps, dtype=torch.float64, device=accelerator.device)
     synced_to = state.step
     t_last = time.monotonic()
+    params = [p for p in model.parameters() if p.requires_grad]
+    stopped_by: str | None = None
 
     def sync_losses():
         nonlocal synced_to
@@ -400,12 +485,18 @@ def train(
         accelerator.backward(loss)
         if grokfast is not None:
             grokfast.apply()
+        mean_loss, stop = _agree(accelerator, loss.detach(), interrupts, world)
+        grad_max = torch.nn.utils.get_total_norm([p.grad for p in params], norm_type=math.inf)
+        finite = torch.isfinite(torch.stack([mean_loss.float(), grad_max.float()]))
+        if not bool(finite.all()):  # one host sync per step; the same verdict on every rank (reduced loss, grads)
+            bar.close()
+            raise _diverged(cfg, step + 1, float(mean_loss), float(grad_max), saved)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         if spec is not None and spec.recopy_due(step):
             periodic_copy(live, ins_sd, spec, shape.n_heads)
-        losses_dev[step] = accelerator.reduce(loss.detach(), reduction="mean") if world > 1 else loss.detach()
+        losses_dev[step] = mean_loss
         state.step = step + 1
         done = state.step
         if done % cfg.log_every == 0 or done == end:
@@ -425,11 +516,17 @@ def train(
                             "steps_per_s": rate,
                         }
                     )
-        if done % cfg.checkpoint_every == 0 or (done == end and done < steps):
+        if done % cfg.checkpoint_every == 0:
             sync_losses()
             _save_checkpoint(accelerator, paths.checkpoints, done, cfg)
+            saved = done
+        if stop:
+            stopped_by = (interrupts.caught if interrupts is not None else None) or "a signal on another rank"
+            break
     bar.close()
     sync_losses()
+    if state.step < steps and state.step > saved:  # --stop-after, or a signal: keep every step done
+        _save_checkpoint(accelerator, paths.checkpoints, state.step, cfg)
 
     weights, train_json = paths.weights, paths.train_json
     complete = state.step >= steps
@@ -441,7 +538,28 @@ def train(
         )
     accelerator.wait_for_everyone()
     final = float(state.losses[state.step - 1]) if state.step else None
-    return TrainResult(cfg.name, weights, train_json, state.step, complete, final)
+    return TrainResult(cfg.name, weights, train_json, state.step, complete, final, None if complete else stopped_by)
+
+
+def _agree(accelerator, loss: torch.Tensor, interrupts: Interrupts | None, world: int) -> tuple[torch.Tensor, bool]:
+    """(the loss averaged over the ranks, whether any rank caught a signal): one all-reduce under DDP, so every
+    rank stops after the same step and judges the same loss."""
+    caught = interrupts is not None and interrupts.caught is not None
+    if world == 1:
+        return loss, caught
+    both = torch.stack([loss.to(torch.float64), torch.tensor(float(caught), dtype=torch.float64, device=loss.device)])
+    both = accelerator.reduce(both, reduction="mean")
+    return both[0], bool(both[1] > 0)
+
+
+def _diverged(cfg: TrainConfig, step: int, loss: float, grad_max: float, saved: int) -> Diverged:
+    what = f"loss is {loss}" if not math.isfinite(loss) else f"gradient is {grad_max} (loss {loss:.3g})"
+    kept = f"the last good checkpoint (step {saved}) is kept" if saved else "no checkpoint had been written yet"
+    return Diverged(
+        f"{cfg.name}: {what} at step {step} (--lr {cfg.lr:g}); training stopped, {kept}; no weights written",
+        step,
+        saved or None,
+    )
 
 
 def _load_checkpoint(accelerator, ckpt: Path, cfg: TrainConfig) -> None:

@@ -1,7 +1,8 @@
 """Per-run state markers and artifact manifests under `runs/<name>/`.
 
 - `runs/<name>/state.json`: where a run stands: `submitted`, `running`, `done`, `failed` or `stopped` (on
-  purpose, by `varith train --stop-after`; it resumes), plus the job id, the cluster, the log paths, the
+  purpose, by `varith train --stop-after`, or by Ctrl-C/SIGTERM with a checkpoint at that step: `stopped_by`
+  says which; it resumes), plus the job id, the cluster, the log paths, the
   attempt count, timestamps and the last error. Several processes write it (the sweep driver, the job itself,
   a requeue hook), so every change is a read-modify-write under an `flock` on `runs/<name>/.state.lock`, and
   the file itself is replaced atomically (readers never see half a file).
@@ -31,7 +32,7 @@ from arith.files import atomic_write_json, sha256_file
 from hpc import rundir
 from hpc.rundir import RunDir
 
-STATES = ("submitted", "running", "done", "failed", "stopped")  # stopped: on purpose (--stop-after), resumable
+STATES = ("submitted", "running", "done", "failed", "stopped")  # stopped: --stop-after or a signal, resumable
 _MAX_EVENTS = 50
 
 
@@ -55,6 +56,7 @@ class Marker:
     updated_at: float | None = None
     steps_done: int | None = None
     final_loss: float | None = None
+    stopped_by: str | None = None  # what stopped a `stopped` run: --stop-after, SIGINT, SIGTERM
     events: tuple[tuple[float, str, str | None], ...] = field(default=())
 
     @classmethod
@@ -206,7 +208,7 @@ def set_job(
 def mark_running(
     run_dir: str | Path, job_id: str | None, cluster: str | None, stdout: str | None, stderr: str | None
 ) -> Marker:
-    changes = dict(host=socket.gethostname(), pid=os.getpid(), started_at=time.time(), error=None)
+    changes = dict(host=socket.gethostname(), pid=os.getpid(), started_at=time.time(), error=None, stopped_by=None)
     if job_id is not None:
         changes["job_id"] = job_id
     if stdout is not None:
@@ -235,10 +237,19 @@ def mark_done(run_dir: str | Path, steps_done: int, final_loss: float | None) ->
     )
 
 
-def mark_stopped(run_dir: str | Path, steps_done: int, final_loss: float | None) -> Marker:
-    """Stopped on purpose before the end (`varith train --stop-after`), with a checkpoint to continue from."""
+def mark_stopped(
+    run_dir: str | Path, steps_done: int, final_loss: float | None, stopped_by: str = "--stop-after"
+) -> Marker:
+    """Stopped before the end, with a checkpoint at `steps_done` to continue from: on purpose (`varith train
+    --stop-after`) or by a signal (`stopped_by`: SIGINT, SIGTERM)."""
     return update_marker(
-        run_dir, state="stopped", finished_at=time.time(), steps_done=steps_done, final_loss=final_loss, error=None
+        run_dir,
+        state="stopped",
+        finished_at=time.time(),
+        steps_done=steps_done,
+        final_loss=final_loss,
+        error=None,
+        stopped_by=stopped_by,
     )
 
 

@@ -9,7 +9,8 @@ The run state `varith status` shows (and the sweep's skip/retry decisions use): 
 run's marker first; a submitted or running slurm job is then judged by `hpc.scheduler.job_fate` (one squeue
 and at most one sacct call for all runs), a local or debug one by the processes its marker names. A crash
 never shows as a hang. States: pending, running, done, failed, stopped (on purpose, `--stop-after`; it
-resumes), stale (marked done but its artifacts no longer match the manifest).
+resumes; or by Ctrl-C/SIGTERM, with a checkpoint at that step), stale (marked done but its artifacts no longer
+match the manifest).
 
 `recorded_settings` is the one rule for "a run with the same settings": `varith train` and the sweep ask it
 before training into an existing run folder.
@@ -32,15 +33,33 @@ def error_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}".splitlines()[0]
 
 
-def train_run(run: RunDir, cfg, *, resume: bool = True, progress: bool = True, stop_after: int | None = None):
-    """Train `cfg` into the run folder (arith.train.train with its paths; progress.json kept up to date)."""
+def train_run(
+    run: RunDir,
+    cfg,
+    *,
+    resume: bool = True,
+    progress: bool = True,
+    stop_after: int | None = None,
+    interrupts=None,
+    progress_stream=None,
+):
+    """Train `cfg` into the run folder (arith.train.train with its paths; progress.json kept up to date, which
+    `varith status` and the sweep's progress lines read). `interrupts` (arith.train.Interrupts) and
+    `progress_stream` go to arith.train.train."""
     from arith.train import train
 
     def write_progress(record: dict) -> None:
         atomic_write_json(run.progress, record)
 
     return train(
-        cfg, run.train_paths(), resume=resume, progress=progress, stop_after=stop_after, on_progress=write_progress
+        cfg,
+        run.train_paths(),
+        resume=resume,
+        progress=progress,
+        stop_after=stop_after,
+        on_progress=write_progress,
+        interrupts=interrupts,
+        progress_stream=progress_stream,
     )
 
 
@@ -78,8 +97,9 @@ def clear_for_retrain(run_dir: str | Path) -> None:
 
 
 def stop_run(run_dir: str | Path, result) -> None:
-    """Training stopped on purpose before the end (`--stop-after`): resumable, not a failure."""
-    markers.mark_stopped(run_dir, result.steps_done, result.final_loss)
+    """Training stopped before the end with a checkpoint at its last step, on purpose (`--stop-after`) or by a
+    signal (`result.stopped_by`): resumable, not a failure."""
+    markers.mark_stopped(run_dir, result.steps_done, result.final_loss, result.stopped_by or "--stop-after")
 
 
 # ------------------------------------------------------------------------------------------------ settings
@@ -176,7 +196,7 @@ def resolve(
             state, detail = "stale", problem
     elif m.state == "stopped":
         step = m.steps_done if m.steps_done is not None else step
-        detail = f"at step {step} by --stop-after; run again to continue"
+        detail = f"at step {step} by {m.stopped_by or '--stop-after'}; run again to continue"
     elif m.state in ("submitted", "running"):
         if m.cluster == "slurm":
             state, detail = _slurm_state(m, queue, acct, run_dir)

@@ -4,7 +4,9 @@ need), which runs to skip, the rounds of submission and retry, and the `--dry-ru
 `run_sweep(opts)` plans, refuses runs whose folders hold training of other settings (hpc.runs.recorded_settings;
 `--force` retrains them), skips runs that are done or active (hpc.runs), submits the rest through
 hpc.launcher, marks each run as its job ends, and resubmits failed runs up to `opts.retries` times (a run SLURM
-would never start is not resubmitted: the same request would wait again).
+would never start is not resubmitted: the same request would wait again; nor is one whose loss or gradient
+stopped being finite: it would diverge again at the same step). While it waits it prints a line per run each
+time the run's progress.json (written by the job) passes another ~5% of its steps: step, loss, steps/s, ETA.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 
 from arith.errors import InputError
 from arith.names import expand_arch
+from arith.progress import eta
 from hpc import markers, runs, scheduler
 from hpc.launcher import Handle, LaunchConfig, Launcher, Task, afterok, render_sbatch, slurm_groups
 from hpc.profile import check_keys, read_toml
@@ -26,6 +29,8 @@ from hpc.rundir import RunDir
 from hpc.training import RunSpec, TrainTask
 
 NEVER_STARTS_PREFIX = "slurm will never start"
+DIVERGED_PREFIX = "Diverged:"  # the marker's error of a run whose loss or gradient stopped being finite
+PROGRESS_PARTS = 20  # a progress line per run each time it passes another 1/20 of its steps
 SWEEP_FILE_KEYS = (
     "seeds",
     "archs",
@@ -265,9 +270,54 @@ def _on_end(opts: SweepOptions, h: Handle) -> None:
     print(f"failed {h.key}: {reason}{log}", flush=True)
 
 
-def _never_starts(p: PlannedRun) -> bool:
+def _not_retried(p: PlannedRun) -> bool:
+    """A failed run the same request would fail again: SLURM will never start it, or it diverged (the same
+    steps give the same non-finite loss)."""
     m = markers.read_marker(p.spec.run_dir)
-    return m is not None and m.state == "failed" and (m.error or "").startswith(NEVER_STARTS_PREFIX)
+    return m is not None and m.state == "failed" and (m.error or "").startswith((NEVER_STARTS_PREFIX, DIVERGED_PREFIX))
+
+
+class _ProgressLines:
+    """The sweep's view of its running jobs: one line per run when its progress.json (written by the job every
+    `--log-every` steps) has passed another 1/PROGRESS_PARTS of the run's steps since the last line. Records
+    older than the round's submission (a previous attempt's) are not shown."""
+
+    def __init__(self, todo: list[PlannedRun], since: float):
+        self.todo = todo
+        self.since = since
+        self.shown: dict[str, int] = {}
+
+    def report(self) -> None:
+        for p in self.todo:
+            path = RunDir(p.spec.run_dir).progress
+            try:
+                if path.stat().st_mtime < self.since:
+                    continue
+            except OSError:
+                continue
+            rec = markers.read_progress(p.spec.run_dir) or {}
+            step, steps = rec.get("step"), rec.get("steps")
+            if not isinstance(step, int) or not isinstance(steps, int) or not 0 < step < steps:
+                continue
+            part = step * PROGRESS_PARTS // steps
+            if part <= self.shown.get(p.spec.name, 0):
+                continue
+            self.shown[p.spec.name] = part
+            print(progress_line(p.spec.name, rec), flush=True)
+
+
+def progress_line(name: str, rec: dict) -> str:
+    """`progress NAME: step 1,500/15,000 (10%), loss 0.123, 45.2 step/s, ETA 5 min` from a progress.json record."""
+    step, steps = rec["step"], rec["steps"]
+    parts = [f"step {step:,}/{steps:,} ({100 * step // steps}%)"]
+    loss, rate = rec.get("loss"), rec.get("steps_per_s")
+    if isinstance(loss, int | float):
+        parts.append(f"loss {loss:.3g}")
+    if isinstance(rate, int | float) and rate > 0:
+        parts.append(f"{rate:,.0f} step/s" if rate >= 100 else f"{rate:.2f} step/s")
+        if left := eta(step, steps, rate):
+            parts.append(f"ETA {left}")
+    return f"progress {name}: " + ", ".join(parts)
 
 
 def run_sweep(opts: SweepOptions) -> SweepOutcome | None:
@@ -287,18 +337,24 @@ def run_sweep(opts: SweepOptions) -> SweepOutcome | None:
     while todo:
         if attempt:
             print(f"retry {attempt}/{opts.retries}: {' '.join(p.spec.name for p in todo)}", flush=True)
+        since = time.time()
         launcher = _run_round(opts, todo, skipped, planned, clear=opts.force and attempt == 0)
         if opts.no_wait:
             print(f"{len(todo)} run(s) submitted; `varith status --runs-dir {opts.request.runs_dir}` follows")
             return None
+        lines = _ProgressLines(todo, since)
         try:
-            launcher.wait(on_end=lambda h: _on_end(opts, h), poll_s=opts.poll_s)
+            while True:  # one poll interval at a time, with the runs' progress in between
+                launcher.wait(on_end=lambda h: _on_end(opts, h), poll_s=opts.poll_s, timeout_s=opts.poll_s)
+                if not launcher.active:
+                    break
+                lines.report()
         except KeyboardInterrupt:
             if lc.cluster == "slurm":
                 print("interrupted: the jobs keep running; `varith status` follows them", file=sys.stderr)
             raise
         todo, skipped = _classify(planned, force=False)
-        todo = [p for p in todo if not _never_starts(p)]  # the same request would be refused again
+        todo = [p for p in todo if not _not_retried(p)]  # the same request would fail again
         if not todo or attempt >= opts.retries:
             break
         attempt += 1

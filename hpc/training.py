@@ -4,7 +4,12 @@ It is a submitit Checkpointable: on preemption or timeout submitit calls `checkp
 requeued and returns a *fresh* TrainTask; the requeued job starts over in this callable and
 `train(resume=True)` picks up the newest accelerate checkpoint on disk (`runs/<name>/checkpoints/step_*`).
 Nothing about progress lives in the pickle, so a node-failure requeue that reuses the original pickle
-resumes the same way.
+resumes the same way. Signals stay submitit's: SIGUSR2 requeues through `checkpoint()`, SIGTERM is logged and
+bypassed (arith.train.Interrupts, which `varith train` uses, is not installed here).
+
+The job log (`<id>_0_log.out`, which `varith status` names) gets a plain progress line about every 5% (step,
+loss, steps/s, ETA) and "resuming from step N" once when the run resumes; a loss or gradient that stops being
+finite fails the run with one line naming the step (arith.train.Diverged), and the sweep does not retry it.
 
 Multi-task jobs (one task per GPU, or several CPU tasks) export the torch.distributed environment from
 submitit's job environment, and accelerate runs DDP (nccl on GPUs, gloo on CPUs); only rank 0 writes markers
@@ -109,9 +114,10 @@ class TrainTask(submitit.helpers.Checkpointable):
         old_threads = torch.get_num_threads()
         torch.set_num_threads(max(1, spec.threads))
         try:
+            progress = cluster not in (None, "debug")  # the debug executor runs in the sweep's own process
             if spec.insert is not None:
-                self._ensure_insert(rank)
-            summary = _train(spec, rank)
+                self._ensure_insert(rank, progress)
+            summary = _train(spec, rank, progress)
             _log(f"{spec.name}: done, {summary['steps_done']} steps, final loss {summary['final_loss']}")
             return summary
         except Exception as exc:
@@ -126,7 +132,7 @@ class TrainTask(submitit.helpers.Checkpointable):
         finally:
             torch.set_num_threads(old_threads)
 
-    def _ensure_insert(self, rank: int) -> None:
+    def _ensure_insert(self, rank: int, progress: bool) -> None:
         """An ins* run needs its addition model; train it here, first, when its weights are missing or stale.
         (A sweep normally trains it as its own job before this one starts: this is the fallback.)"""
         spec = self.spec
@@ -145,7 +151,7 @@ class TrainTask(submitit.helpers.Checkpointable):
                 pid=os.getpid(),
             )
         try:
-            _train(ins_spec, rank)
+            _train(ins_spec, rank, progress)
         except Exception as exc:
             if rank == 0:
                 runs.fail_run(insert_dir, exc)
@@ -162,15 +168,12 @@ class TrainTask(submitit.helpers.Checkpointable):
         return submitit.helpers.DelayedSubmission(TrainTask(self.spec), *args, **kwargs)
 
 
-def _train(spec: RunSpec, rank: int) -> dict:
-    from arith.train import newest_checkpoint
-
+def _train(spec: RunSpec, rank: int, progress: bool) -> dict:
+    """Train (or resume) the run. `progress`: plain progress lines in the job log (stdout; a job of its own,
+    not the debug executor, which runs in the sweep's process). "resuming from step N" goes there too."""
     cfg = spec.train_config()
     run = RunDir(spec.run_dir)
-    ckpt = newest_checkpoint(run.checkpoints)
-    if ckpt is not None and rank == 0:
-        _log(f"{spec.name}: resuming from {ckpt}")
-    result = runs.train_run(run, cfg, resume=True, progress=False)
+    result = runs.train_run(run, cfg, resume=True, progress=progress, progress_stream=sys.stdout)
     if not result.complete:
         raise RuntimeError(f"training stopped at step {result.steps_done} before the end")
     if rank == 0:

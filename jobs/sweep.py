@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from arith.errors import InputError
+from arith.errors import InputError, clip
 from arith.files import require_writable_dir
 from arith.names import parse_seed
 from hpc.launcher import BACKENDS, LaunchConfig, resolve_cluster
@@ -158,9 +158,21 @@ def options_from_args(args) -> SweepOptions:
     return SweepOptions(req, lc, retries, poll, args.dry_run, args.force, args.no_wait)
 
 
+def _require_folder(path: Path, what: str) -> None:
+    """--dry-run writes nothing, but a --runs-dir that is a file (or lies under one) is still wrong: one line."""
+    probe = path.absolute()
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        where = "" if probe == path.absolute() else f" ({clip(str(probe))} is not a folder)"
+        raise InputError(f"{what} {clip(str(path))}: not a folder{where}")
+
+
 def run(args) -> int:
     options = options_from_args(args)
-    if not options.dry_run:  # before any job: an unwritable folder would lose every run
+    if options.dry_run:
+        _require_folder(options.request.runs_dir, "--runs-dir")
+    else:  # before any job: an unwritable folder would lose every run
         require_writable_dir(options.request.runs_dir, "--runs-dir")
     outcome = run_sweep(options)
     if outcome is None:  # dry run, or submitted without waiting

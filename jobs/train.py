@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
+import sys
 from pathlib import Path
 
 from arith.errors import InputError
@@ -97,7 +99,7 @@ def _existing_run(run_dir: RunDir, cfg: TrainConfig, args: argparse.Namespace) -
 
 
 def run(args: argparse.Namespace) -> int:
-    from arith.train import CheckpointError
+    from arith.train import CheckpointError, Diverged, Interrupts, newest_checkpoint
     from hpc import markers, runs
 
     cfg = config_from_args(args)
@@ -105,6 +107,7 @@ def run(args: argparse.Namespace) -> int:
     run_dir = RunDir.of(args.out, cfg.name)
     out = run_dir.path
     rank0 = int(os.environ.get("RANK", "0")) == 0  # under DDP only rank 0 keeps the run's marker
+    prog = getattr(args, "_prog", "varith train")
     if _existing_run(run_dir, cfg, args):
         print(f"{cfg.name}: already done with these settings ({run_dir.weights}); --force retrains it")
         return 0
@@ -114,20 +117,48 @@ def run(args: argparse.Namespace) -> int:
     if rank0:  # `varith status` shows runs trained directly too
         markers.mark_running(out, None, "cli", None, None)
     try:
-        result = runs.train_run(run_dir, cfg, resume=resume, progress=not args.no_progress, stop_after=args.stop_after)
+        # Ctrl-C / SIGTERM: the step under way finishes, a checkpoint is saved there, the run shows as stopped
+        with Interrupts() as interrupts:
+            result = runs.train_run(
+                run_dir,
+                cfg,
+                resume=resume,
+                progress=not args.no_progress,
+                stop_after=args.stop_after,
+                interrupts=interrupts,
+            )
         if rank0 and result.complete:
             runs.finish_run(out, result, cfg)
     except CheckpointError as exc:
         if rank0:
             runs.fail_run(out, exc)
         raise InputError(f"{exc}; rerun with --no-resume to start over, or train into another --out") from None
+    except Diverged as exc:  # the run failed, not the input: one line, exit 1, the last good checkpoint kept
+        if rank0:
+            runs.fail_run(out, exc)
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:  # a second Ctrl-C: stopped at once, at the newest checkpoint
+        if rank0:
+            ckpt = newest_checkpoint(run_dir.checkpoints)
+            step = int(ckpt.name.split("_")[-1]) if ckpt is not None else 0
+            markers.mark_stopped(out, step, None, "SIGINT twice (steps after the newest checkpoint are lost)")
+        raise
     except BaseException as exc:
         if rank0:
-            runs.fail_run(out, "interrupted" if isinstance(exc, KeyboardInterrupt) else exc)
+            runs.fail_run(out, exc)
         raise
     if not result.complete:
         if rank0:
             runs.stop_run(out, result)
+        ckpt = newest_checkpoint(run_dir.checkpoints)
+        if result.stopped_by is not None:
+            print(
+                f"{prog}: {cfg.name}: interrupted by {result.stopped_by} at step {result.steps_done}; "
+                f"checkpoint {ckpt}; run the same command again to continue",
+                file=sys.stderr,
+            )
+            return 128 + getattr(signal, result.stopped_by, signal.SIGTERM)
         print(
             f"{cfg.name}: stopped after {result.steps_done} steps "
             f"(checkpoint in {run_dir.checkpoints}); run again to continue"
