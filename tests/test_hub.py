@@ -1,5 +1,6 @@
 """Hub folders, their manifest, and `varith publish` / `varith fetch` against a local folder standing in for the
-Hub (no network)."""
+Hub (no network); repository ids by the Hub's rule; publishing with no network (HF_ENDPOINT at a closed port);
+a fetched file that does not match the manifest never enters the cache."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 from arith.errors import InputError
 from hpc import hub
 from jobs.cli import main
+from tests.conftest import assert_one_line_error, varith
 
 NAME = "add_d6_l2_h3_t15K_s372001"
 FILES = {
@@ -143,8 +145,7 @@ def test_hf_hub_reads_lfs_and_git_ids_and_commits_the_files(tmp_path):
         def create_commit(self, repo, operations, commit_message):
             self.commits.append((repo, [op.path_in_repo for op in operations], commit_message))
 
-    hf = hub.HfHub.__new__(hub.HfHub)
-    hf.api = FakeApi()
+    hf = hub.HfHub(api=FakeApi(), probe=False)
     plan = hub.publish_plan(hf, "o/r", folder)
     assert set(plan.unchanged) == {weights.name, "README.md"}
     assert set(plan.upload) == set(FILES) - set(plan.unchanged) | {"manifest.json"}
@@ -166,3 +167,81 @@ def test_fetch_without_the_hub_uses_the_cache(tmp_path, capsys, monkeypatch):
     assert main(["fetch", NAME, "--cache", str(cache)]) == 0
     captured = capsys.readouterr()
     assert "using the cached copy" in captured.err and captured.out.strip().endswith(f"{NAME}.pth")
+
+
+CLOSED = "http://127.0.0.1:9"  # the discard port: nothing listens there, a connection is refused at once
+
+
+def no_network(monkeypatch) -> None:
+    monkeypatch.setenv("HF_ENDPOINT", CLOSED)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+
+
+def test_publish_without_a_network(tmp_path, monkeypatch):
+    """A dry run needs no network: every file of the manifest, marked not compared; a real upload is one line."""
+    no_network(monkeypatch)
+    hub_folder(tmp_path)
+    folder = Path("hub") / NAME
+    proc = varith("publish", str(folder), "--repo", "me/tiny", "--dry-run", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr and "Retrying" not in proc.stderr
+    listed = sorted(line.split(": ", 1)[1] for line in proc.stdout.splitlines() if line.startswith("would upload: "))
+    manifest = json.loads((tmp_path / folder / "manifest.json").read_text())
+    assert listed == sorted([*manifest["files"], "manifest.json"])
+    assert "not compared: no network" in proc.stdout and CLOSED in proc.stdout
+
+    proc = varith("publish", str(folder), "--repo", "me/tiny", cwd=tmp_path)
+    assert_one_line_error(proc, "cannot reach the Hugging Face Hub", CLOSED, "nothing uploaded")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert_one_line_error(varith("publish", str(folder), "--repo", "me/tiny", cwd=tmp_path), "HF_HUB_OFFLINE")
+
+
+def test_fetch_without_a_network_is_one_line(tmp_path, monkeypatch):
+    no_network(monkeypatch)
+    proc = varith("fetch", NAME, "--repo", "me/tiny", "--cache", "cache", cwd=tmp_path)
+    assert_one_line_error(proc, "cannot reach the Hugging Face Hub", CLOSED, "is not cached")
+
+
+@pytest.mark.parametrize(
+    "repo",
+    ["me/ti ny", "no-slash", "a/b/c", "me/.x", "me/x-", "me/a--b", "me/a..b", "me/x.git", "/x", "me/" + "n" * 97],
+)
+def test_a_repo_id_the_hub_would_refuse_is_one_line_before_anything(tmp_path, repo):
+    """Checked first: the folder does not even exist, and no request is made."""
+    proc = varith("publish", "missing", "--repo", repo, "--dry-run", cwd=tmp_path)
+    assert_one_line_error(proc, "not a Hugging Face repository id", repr(repo))
+    assert_one_line_error(varith("fetch", NAME, "--repo", repo, "--hub", ".", cwd=tmp_path), repr(repo))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_valid_repo_ids_pass():
+    for repo in ("me/tiny", "PhilipQuirke/VerifiedArithmetic", "a_b/c.d-e", "0/1", "me/" + "n" * 96):
+        assert hub.check_repo(repo) == repo
+
+
+def test_fetch_refuses_a_file_that_does_not_match_the_manifest_and_caches_nothing(tmp_path):
+    hub_folder(tmp_path)
+    assert varith("publish", f"hub/{NAME}", "--repo", "me/tiny", "--hub", "stand-in", cwd=tmp_path).returncode == 0
+    served = tmp_path / "stand-in" / "me" / "tiny"
+    (served / f"{NAME}_maths.json").write_bytes(b'[{"tampered": 1}]')
+    args = ("fetch", NAME, "--repo", "me/tiny", "--hub", "stand-in", "--cache", "cache")
+    assert_one_line_error(varith(*args, cwd=tmp_path), f"{NAME}_maths.json", "does not match its sha256", "manifest")
+    assert not [p for p in (tmp_path / "cache").rglob("*") if p.is_file()]  # no file of it, no staging left
+
+    # a good fetch, then the Hub's copy tampered: the cached copy is not replaced by the bad one
+    (served / f"{NAME}_maths.json").write_bytes(FILES[f"{NAME}_maths.json"])
+    proc = varith(*args, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    cached = tmp_path / "cache" / NAME
+    assert sorted(p.name for p in cached.iterdir()) == sorted(n for n in FILES if n.endswith((".pth", ".json")))
+    (served / f"{NAME}.pth").write_bytes(b"other weights")
+    assert_one_line_error(varith(*args, cwd=tmp_path), f"{NAME}.pth", "does not match its sha256")
+    assert (cached / f"{NAME}.pth").read_bytes() == FILES[f"{NAME}.pth"]
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [NAME]
+
+    # a file the manifest does not list is refused too
+    (served / f"{NAME}.pth").write_bytes(FILES[f"{NAME}.pth"])
+    manifest = json.loads((served / "manifest.json").read_text())
+    del manifest["files"][f"{NAME}_accuracy.json"]
+    (served / "manifest.json").write_text(json.dumps(manifest))
+    assert_one_line_error(varith(*args, cwd=tmp_path), f"{NAME}_accuracy.json", "not in its manifest.json")
