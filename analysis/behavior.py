@@ -165,8 +165,100 @@ def check_nodes_fit(records: list[dict], path, n_layers: int, n_heads: int, n_ct
     for i, r in enumerate(records):
         p, layer, num = r["position"], r["layer"], r["num"]
         if p >= n_ctx or layer >= n_layers or num >= (n_heads if r["is_head"] else 1):
-            label = f"P{p}L{layer}{'H' if r['is_head'] else 'M'}{num}"
+            label = Node(p, layer, not r["is_head"], num).name(width=1) + ("" if r["is_head"] else f" num {num}")
             raise InputError(
                 f"behaviour file {path}: node {i} ({label}) is not in this model ({n_layers} layers, {n_heads} "
                 f"heads, {n_ctx} positions); was it made for other weights? rerun varith ablate"
             )
+
+
+# ------------------------------------------------------------------------------------------------ output files
+
+KEEP_OUT = "move it away or remove it"
+MAX_RECORDS_BYTES = 64 << 20  # a behaviour or maths file is a few hundred kilobytes: anything this big is not one
+
+
+def require_output_file(path, what: str, records: bool = False, hint: str = KEEP_OUT) -> None:
+    """Before any work: refuse (InputError, one line; the path is left as it is) an output path that the write
+    at the end could not replace, or must not: a folder, a device, fifo or socket, and with `records` an
+    existing file that is not a behaviour or maths file (load_records). Absent, or a file we may replace: None."""
+    import stat
+    from pathlib import Path
+
+    from arith.errors import InputError
+
+    path = Path(path)
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise InputError(f"{what} {path}: cannot be checked ({exc.strerror or type(exc).__name__})") from None
+    if stat.S_ISDIR(st.st_mode):
+        problem = "is a folder, not a file"
+    elif not stat.S_ISREG(st.st_mode):
+        problem = "is not a regular file (a device, fifo or socket)"
+    elif records and st.st_size > MAX_RECORDS_BYTES:
+        problem = f"over {MAX_RECORDS_BYTES >> 20} MiB, not a behaviour or maths file"
+    elif records:
+        try:
+            load_records(path)
+            return
+        except InputError as exc:
+            problem = f"not a behaviour or maths file ({str(exc).removeprefix(f'behaviour file {path}: ')})"
+    else:
+        return
+    raise InputError(f"{what} {path}: {problem}; it is left as it is and nothing was done: {hint}")
+
+
+# ------------------------------------------------------------------------------------------------ staleness
+
+
+def behavior_of_maths(maths):
+    """The behaviour file a maths file was made from: `<name>_maths.json` -> `<name>_behavior.json` beside it;
+    None when `maths` is not named as a maths file."""
+    from pathlib import Path
+
+    from arith.names import ARTIFACT_SUFFIXES, artifact_path
+
+    maths = Path(maths)
+    suffix = ARTIFACT_SUFFIXES["maths"]
+    if not maths.name.endswith(suffix) or maths.name == suffix:
+        return None
+    return artifact_path(maths.parent, maths.name.removesuffix(suffix), "behavior")
+
+
+def made_from_behavior(behavior) -> list:
+    """What is made from a behaviour file, beside it: the maths file, the quanta maps of the behaviour views
+    and the maths file's algorithm map (`<name>_quanta_algo`)."""
+    from pathlib import Path
+
+    from analysis.quanta import behavior_map_paths, map_paths
+    from arith.names import ARTIFACT_SUFFIXES, artifact_path
+
+    behavior = Path(behavior)
+    name = behavior.name.removesuffix(ARTIFACT_SUFFIXES["behavior"])
+    folder = behavior.parent
+    return [artifact_path(folder, name, "maths"), *behavior_map_paths(folder, name), *map_paths(folder, name, "algo")]
+
+
+def stale_files(behavior, files=None) -> list:
+    """The staleness rule (its one owner): of `files` (default: made_from_behavior), those that exist and were
+    last written before the behaviour file was (modification time, strictly older): made from an earlier
+    behaviour file, so they may not show the nodes and tags it holds now. [] when there is no behaviour file."""
+    import stat
+    from pathlib import Path
+
+    try:
+        made = Path(behavior).stat().st_mtime_ns
+    except OSError:
+        return []
+    out = []
+    for f in made_from_behavior(behavior) if files is None else files:
+        try:
+            st = Path(f).stat()
+        except OSError:
+            continue
+        if stat.S_ISREG(st.st_mode) and st.st_mtime_ns < made:
+            out.append(Path(f))
+    return out
