@@ -37,6 +37,15 @@ class BlockWork(Protocol):
     def __call__(self, k: int) -> tuple[int, dict[str, int]]: ...
 
 
+def done_counters(work, done) -> dict[str, int]:
+    """The progress counters of the blocks already done (`done`: a mask), when the work can tell them
+    (an optional `done_counters(done)` method), so the progress line counts what its block count counts."""
+    method = getattr(work, "done_counters", None)
+    if method is None or not done.any():
+        return {}
+    return {name: int(value) for name, value in method(done).items()}
+
+
 def _run_one(k: int, work: BlockWork) -> tuple[int, dict[str, int]]:
     try:
         return work(k)
@@ -82,9 +91,10 @@ def run_blocks(
     on_block: Callable[[int], None] | None = None,
     max_blocks: int | None = None,
     desc: str = "blocks",
+    sums: dict[str, int] | None = None,
 ) -> int:
     """Run `work` for `blocks` on the cluster behind `client` (None: in this process, one after another);
-    returns how many finished in this call.
+    returns how many finished in this call. `initial` blocks (with counters `sums`) were done before.
 
     `on_block(done_in_this_call)` is called after each finished block (tests use it to kill a worker);
     `max_blocks` stops early (cancelling the rest) after that many, like an interrupted driver.
@@ -92,7 +102,7 @@ def run_blocks(
     if not blocks:
         return 0
     if client is None:
-        return _run_here(work, blocks, progress, initial, total, on_block, max_blocks, desc)
+        return _run_here(work, blocks, progress, initial, total, on_block, max_blocks, desc, sums)
     from distributed import as_completed
     from distributed.scheduler import KilledWorker
 
@@ -108,7 +118,9 @@ def run_blocks(
     live = {fut.key: fut for fut in futures}
     pending = as_completed(futures, with_results=True, loop=client.loop)
     del futures
-    tally = _Tally(progress_report(total or len(blocks), desc=desc, unit="block", initial=initial, enabled=progress))
+    tally = _Tally(
+        progress_report(total or len(blocks), desc=desc, unit="blocks", initial=initial, enabled=progress), sums
+    )
     try:
         for fut, (_k, counters) in pending:
             live.pop(fut.key, None)
@@ -127,9 +139,11 @@ def run_blocks(
     return tally.finished
 
 
-def _run_here(work, blocks, progress, initial, total, on_block, max_blocks, desc) -> int:
+def _run_here(work, blocks, progress, initial, total, on_block, max_blocks, desc, sums=None) -> int:
     """The same blocks one after another in this process (no Dask): `--cluster none`, tests."""
-    tally = _Tally(progress_report(total or len(blocks), desc=desc, unit="block", initial=initial, enabled=progress))
+    tally = _Tally(
+        progress_report(total or len(blocks), desc=desc, unit="blocks", initial=initial, enabled=progress), sums
+    )
     with tally.bar:
         for k in blocks:
             if tally.add(_run_one(k, work)[1], on_block, max_blocks):
@@ -140,8 +154,8 @@ def _run_here(work, blocks, progress, initial, total, on_block, max_blocks, desc
 class _Tally:
     """Finished blocks and their summed counters, shown on the progress report."""
 
-    def __init__(self, bar):
-        self.bar, self.finished, self.sums = bar, 0, {}
+    def __init__(self, bar, sums: dict[str, int] | None = None):
+        self.bar, self.finished, self.sums = bar, 0, dict(sums or {})
 
     def add(self, counters: dict[str, int], on_block, max_blocks: int | None) -> bool:
         """Count one finished block; True when `max_blocks` says to stop."""
@@ -175,7 +189,8 @@ def run_checked(
     group = work.group
     damage: StoreDamage | None = None
     for _round in range(REDO_ROUNDS + 1):
-        pending = group.pending()
+        done = group.done_mask()
+        pending = [int(k) for k in (~done).nonzero()[0]]
         finished = run_blocks(
             client,
             work,
@@ -188,6 +203,7 @@ def run_checked(
             on_block=on_block,
             max_blocks=max_blocks,
             desc=desc,
+            sums=done_counters(work, done) if pending else None,
         )
         if max_blocks is not None and finished < len(pending):
             return None

@@ -302,7 +302,7 @@ def describe_slurm_plan(spec: ClusterSpec) -> str:
     settings, prof = _profile(spec.profile)
     jobs = _slurm_jobs(settings, prof, spec.n_tasks)
     lifetime, stagger = lifetimes(settings.time_min, prof)
-    how = f"adapt 1..{jobs} jobs" if prof.adapt else f"{jobs} jobs"
+    how = f"adapt 1..{jobs} jobs" if prof.adapt else f"{jobs} job{'s' * (jobs != 1)}"
     return (
         f"SLURM {how} on partition {settings.partition or '(default)'}, "
         f"walltime {_hhmmss(settings.time_min)}, "
@@ -407,7 +407,10 @@ def open_cluster(spec: ClusterSpec):
                 register_plugin(client, _plugin(spec, spec.torch_threads))
             n = len(client.scheduler_info().get("workers", {}))
             yield ClusterHandle(
-                client, None, f"scheduler {client.scheduler.address} ({n} workers now)", _dashboard(client)
+                client,
+                None,
+                f"scheduler {client.scheduler.address} ({n} worker{'s' * (n != 1)} now)",
+                _dashboard(client),
             )
         finally:
             client.close()
@@ -465,11 +468,13 @@ def open_cluster(spec: ClusterSpec):
     )
     try:
         with Client(cluster, set_as_default=False) as client:
-            what = f"{len(gpus)} GPUs, " if gpus else ""
+            what = f"{len(gpus)} GPU{'s' * (len(gpus) != 1)}, " if gpus else ""
+            processes = "worker process" if n_workers == 1 else "worker processes"
+            each = "torch thread" if threads == 1 else "torch threads"
             yield ClusterHandle(
                 client,
                 cluster,
-                f"local cluster: {n_workers} worker processes ({what}{threads} torch threads each)",
+                f"local cluster: {n_workers} {processes} ({what}{threads} {each} each)",
                 _dashboard(cluster),
                 {"GPU": 1} if gpus else None,
             )

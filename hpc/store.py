@@ -34,9 +34,10 @@ never leaves a store locked. Dask workers write chunks on behalf of the driver t
 A damaged store never yields a result. Per done block, before it counts (`BlockGroup.scan`): every data chunk
 exists on disk and decodes, and the stage's own checks of the block's rows hold (`check_rows`). A block that
 fails is not done: the driver clears its done flag, says so in one line on stderr ("store ...: blocks 3, 7
-failed their checks (...); redoing them") and runs it again. This happens when the driver opens an existing
-group (`prepare_group`) and again in the reduction (`scan` problems raise `StoreDamage`). A corrupt `done`
-chunk (unreadable, or a value other than 0/1) counts as "not done": the block is redone.
+failed their checks (...); redoing them"; "block 3 failed its checks (...); redoing it") and runs it again.
+This happens when the driver opens an existing group (`prepare_group`) and again in the reduction (`scan`
+problems raise `StoreDamage`). A corrupt `done` chunk (unreadable, or a value other than 0/1) counts as
+"not done": the block is redone.
 
 Damaged metadata (a `zarr.json` that is not JSON, not a zarr v3 node of the expected kind, or an array whose
 shape, type, chunks or codecs differ from the layout) is one InputError line naming the file and asking for
@@ -78,11 +79,13 @@ class StoreDamage(InputError):
     def __init__(self, location: str, problems: dict[int, str]):
         self.location = location
         self.problems = dict(problems)
-        super().__init__(f"store {location}: {describe_problems(problems)}; run again to redo them")
+        them = "it" if len(self.problems) == 1 else "them"
+        super().__init__(f"store {location}: {describe_problems(problems)}; run again to redo {them}")
 
 
 def describe_problems(problems: dict[int, str], limit: int = 10) -> str:
-    """One line: 'blocks 3, 7 failed their checks (3: failed chunk missing; 7: ...)'."""
+    """One line: 'blocks 3, 7 failed their checks (3: failed chunk missing; 7: ...)', 'block 3 failed its
+    checks (...)'."""
     blocks = sorted(problems)
     more = f" and {len(blocks) - limit} more" if len(blocks) > limit else ""
     shown = ", ".join(str(k) for k in blocks[:limit]) + more
@@ -94,8 +97,9 @@ def describe_problems(problems: dict[int, str], limit: int = 10) -> str:
     else:
         parts = [f"{ks[0]}{'...' if len(ks) > 1 else ''}: {r}" for r, ks in list(reasons.items())[:3]]
         why = "; ".join(parts) + ("; ..." if len(reasons) > 3 else "")
-    word = "block" if len(blocks) == 1 else "blocks"
-    return f"{word} {shown} failed their checks ({why})"
+    if len(blocks) == 1:
+        return f"block {shown} failed its checks ({why})"
+    return f"blocks {shown} failed their checks ({why})"
 
 
 def _first_difference(stored: dict, wanted: dict, prefix: str = "") -> str:
@@ -250,13 +254,14 @@ class BlockGroup:
     def pending(self) -> list[int]:
         return np.flatnonzero(~self.done_mask()).tolist()
 
-    def repair(self, problems: dict[int, str], stream: TextIO | None = None, action: str = "redoing them") -> None:
+    def repair(self, problems: dict[int, str], stream: TextIO | None = None, action: str | None = None) -> None:
         """Clear the done flags of `problems`' blocks (so they are pending) and say so in one line on stderr."""
         if not problems:
             return
         done = self._array("done")
         for k in sorted(problems):
             done[k] = 0  # a whole-chunk write: a garbage chunk is replaced (here: deleted), never read
+        action = action or ("redoing it" if len(problems) == 1 else "redoing them")
         print(f"store {self.location}: {describe_problems(problems)}; {action}", file=stream or sys.stderr, flush=True)
 
     def validate(self, stream: TextIO | None = None) -> dict[int, str]:

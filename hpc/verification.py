@@ -23,8 +23,8 @@ from arith.progress import progress as progress_report
 from arith.verify import DEFAULT_CAP, BlockCounts, Suite, evaluate_block
 from hpc.blocks import DEFAULT_RETRIES, run_checked, worker_model
 from hpc.cluster import ClusterSpec
-from hpc.store import StoreDamage, consolidate
-from hpc.verify_store import SuiteStore, make_fingerprint, prepare_suite
+from hpc.store import StoreDamage, consolidate, group_lock
+from hpc.verify_store import VERIFY_GROUP, SuiteStore, make_fingerprint, prepare_suite, suite_block
 
 
 @dataclass(frozen=True)
@@ -53,12 +53,19 @@ class VerifyWork:
     def key(self, k: int) -> str:
         return f"verify-{self.suite.name}-{self.token}-{k}"
 
+    def done_counters(self, done) -> dict[str, int]:
+        """The progress counters of the blocks (rows) already done, from the store (they were checked)."""
+        tested, _bad = self.group._read("tested")
+        failed, _bad = self.group._read("failed")
+        return {"questions": int(tested[done].sum()), "failed": int(failed[done].sum())}
+
     def __call__(self, k: int) -> tuple[int, dict[str, int]]:
-        """Score block k (questions generated here from (suite, k)), write its rows then its done flag.
-        Deterministic: running it again rewrites the same bytes."""
+        """Score the block of store row k (questions generated here from (suite, its block index)), write its
+        rows then its done flag. Deterministic: running it again rewrites the same bytes."""
         model = worker_model(self.weights, self.weights_sha256, self.shape, self.device)
         precision = resolve_precision(self.precision, next(model.parameters()).device)
-        counts = evaluate_block(model, self.suite, k, mode=self.mode, cap=self.cap, precision=precision)
+        block = suite_block(self.suite, k)
+        counts = evaluate_block(model, self.suite, block, mode=self.mode, cap=self.cap, precision=precision)
         self.group.write_block(k, counts)
         return k, {"questions": int(counts.tested.sum()), "failed": int(counts.failed.sum())}
 
@@ -70,7 +77,7 @@ def verify_in_process(
     fp32 (arith.device.resolve_precision): the verdicts are fp32's whichever (arith.scoring)."""
     precision = resolve_precision(precision, next(model.parameters()).device)
     total = BlockCounts.empty(suite.n_digits)
-    with progress_report(suite.n_blocks, desc="blocks", unit="block", enabled=progress) as bar:
+    with progress_report(suite.n_blocks, desc="blocks", unit="blocks", enabled=progress) as bar:
         for k in range(suite.n_blocks):
             total = total + evaluate_block(model, suite, k, mode=mode, cap=cap, precision=precision)
             bar.set_postfix(questions=f"{int(total.tested.sum()):,}", failed=f"{int(total.failed.sum()):,}")
@@ -124,10 +131,39 @@ class DaskVerify:
     fresh: bool = False
     retries: int = DEFAULT_RETRIES
     progress: bool = True
+    wait: bool = True  # another run writing the same suite of the store: wait for it (False: refuse)
+
+
+def plural(n: int, word: str, words: str | None = None) -> str:
+    """'1 block', '12 blocks', '240,000 questions'."""
+    return f"{n:,} {word if n == 1 else (words or word + 's')}"
+
+
+def plan_line(suite, n_done: int, location: str) -> str:
+    """'random: 12 blocks (5 already done), 240,000 questions -> STORE': this run's blocks, of which were done
+    by earlier runs, and this run's questions."""
+    questions = int(expected_questions(suite))
+    return (
+        f"{suite.name}: {plural(suite.n_blocks, 'block')} ({n_done:,} already done), "
+        f"{plural(questions, 'question')} -> {location}"
+    )
+
+
+def expected_questions(suite) -> int:
+    from hpc.verify_store import expected_sizes
+
+    return int(expected_sizes(suite).sum())
 
 
 def run_dask(job: DaskVerify) -> BlockCounts:
-    """Prepare (or reopen and check) the store, run what is pending on the cluster, reduce with checks."""
+    """Hold the suite's group of the store (one writer), prepare (or reopen and check) it, run what is pending
+    on the cluster, reduce with checks."""
+    suite = job.suite
+    with group_lock(job.store_root, f"{VERIFY_GROUP}/{suite.name}", wait=job.wait):
+        return _run_locked(job)
+
+
+def _run_locked(job: DaskVerify) -> BlockCounts:
     from hpc.cluster import open_cluster
 
     sha = sha256_file(job.weights)
@@ -142,7 +178,7 @@ def run_dask(job: DaskVerify) -> BlockCounts:
         str(Path(job.weights).resolve()), sha, job.shape, suite, group, job.mode, job.precision, job.cap, job.device
     )
     pending = group.pending()
-    print(f"{suite.name}: {suite.n_blocks} blocks, {suite.n_blocks - len(pending)} already done in {group.location}")
+    print(plan_line(suite, suite.n_blocks - len(pending), group.location), flush=True)
     if not pending:
         try:
             return _reduce(group)

@@ -22,7 +22,12 @@ Besides the generic checks of `hpc.store` (chunks exist and decode), a done bloc
   n_fail_kept <= min(failed, cap) (and >= 1 when there are failures and cap > 0), the kept examples are
   digits of the suite's operations and the padding rows are zero.
 The fingerprint holds the weights sha256, the suite settings (seed, block size), the failure mode, the
-precision, the cap and the layout version.
+precision, the cap and the layout version, but not a random suite's question count: its blocks are addressed
+by (seed, operation, j), row j * len(ops) + (the operation's place in ops) (`block_rows`), so a run of more or
+fewer questions of the same seed and block size shares the rows of the blocks both hold. The group grows to
+the largest run's rows; a run uses and reports its own first rows only (the first N questions of the seed's
+stream per operation), and a last block made for another size (shorter or longer than this run's) is redone,
+without a damage line (`SuiteStore.outdated`).
 """
 
 from __future__ import annotations
@@ -39,7 +44,9 @@ import numpy as np
 from arith.verify import N_CCOLS, N_QCLASSES, BlockCounts
 from hpc.store import BlockGroup, prepare_group
 
-LAYOUT_VERSION = 4  # 2: write_empty_chunks=True, zstd with checksums; 3: `scoring`; 4: `scoring` checked as data
+# 2: write_empty_chunks=True, zstd with checksums; 3: `scoring`; 4: `scoring` checked as data; 5: random suites
+# keep rows by (j, operation) and no question count in the fingerprint (a larger or smaller run shares blocks)
+LAYOUT_VERSION = 5
 VERIFY_GROUP = "verify"
 DATA_ARRAYS = ("tested", "failed", "wrong_pos", "fail_x", "fail_y", "fail_op", "fail_pred", "n_fail_kept", "scoring")
 ALL_ARRAYS = (*DATA_ARRAYS, "done")
@@ -48,9 +55,35 @@ OP_ROWS = ((0,), (1, 2), (3,))
 OP_WORDS = ("ADD", "SUB", "MUL")
 
 
+def _is_random(suite) -> bool:
+    from arith.verify import RandomSuite
+
+    return isinstance(suite, RandomSuite)
+
+
+@functools.lru_cache(maxsize=8)
+def block_rows(suite) -> np.ndarray:
+    """int64 [n_blocks]: the store row of each of the suite's blocks (row == block, but for a random suite,
+    whose block k is (operation k // blocks_per_op, j = k % blocks_per_op), row j * len(ops) + that operation's
+    place: the same row whatever the question count)."""
+    k = np.arange(suite.n_blocks, dtype=np.int64)
+    if not _is_random(suite):
+        return k
+    bpo = suite.blocks_per_op
+    return (k % bpo) * len(suite.ops) + k // bpo
+
+
+def suite_block(suite, row: int) -> int:
+    """The suite's block index stored in `row` (the inverse of `block_rows`)."""
+    if not _is_random(suite):
+        return row
+    n_ops = len(suite.ops)
+    return (row % n_ops) * suite.blocks_per_op + row // n_ops
+
+
 @functools.lru_cache(maxsize=8)
 def expected_sizes(suite) -> np.ndarray:
-    """int64 [n_blocks, 3]: the questions block k of `suite` holds per operation (ADD, SUB, MUL).
+    """int64 [n_blocks, 3]: the questions row k of `suite`'s store holds per operation (ADD, SUB, MUL).
 
     Exhaustive and random suites cut each operation's questions into blocks of `block_size` (the last one of
     an operation may be shorter, arith.verify); curated suites are generated (they are small).
@@ -62,9 +95,10 @@ def expected_sizes(suite) -> np.ndarray:
     if isinstance(suite, ExhaustiveSuite | RandomSuite):
         per_op = exhaustive_count(suite.n_digits) if isinstance(suite, ExhaustiveSuite) else suite.n_questions
         bpo = suite.blocks_per_op
+        rows = block_rows(suite)
         for k in range(suite.n_blocks):
             op, j = suite.ops[k // bpo], k % bpo
-            sizes[k, op] = min(suite.block_size, per_op - j * suite.block_size)
+            sizes[rows[k], op] = min(suite.block_size, per_op - j * suite.block_size)
         return sizes
     for k in range(suite.n_blocks):
         _x, _y, op = suite.block(k)
@@ -74,6 +108,8 @@ def expected_sizes(suite) -> np.ndarray:
 
 def make_fingerprint(weights_sha256: str, suite_fingerprint: dict, mode: str, precision: str, cap: int) -> dict:
     """What the stored numbers depend on, as JSON data (tuples become lists, so it survives a round trip)."""
+    # a random suite's blocks are addressed by (seed, operation, j): its question count is no part of it
+    suite_fingerprint = {k: v for k, v in suite_fingerprint.items() if k != "n_questions"}
     fp = {
         "layout": LAYOUT_VERSION,
         "weights_sha256": weights_sha256,
@@ -111,6 +147,7 @@ class SuiteStore(BlockGroup):
     suite_spec: object = None  # the arith.verify suite: its block sizes are checked (None: sizes unchecked)
 
     DATA_ARRAYS: ClassVar[tuple[str, ...]] = DATA_ARRAYS
+    GROWS: ClassVar[bool] = True  # random suites: a run of more or fewer questions shares the blocks (see above)
 
     @property
     def suite(self) -> str:
@@ -184,6 +221,24 @@ class SuiteStore(BlockGroup):
                 problems[k] = why
         return problems
 
+    def outdated(self, problems: dict[int, str], data: dict[str, np.ndarray]) -> set[int]:
+        """Rows of a random suite that hold a whole block of another question count: only the row's own
+        operation tested, between 1 and block_size questions, other than this run's size (its last block)."""
+        suite = self.suite_spec
+        if not _is_random(suite) or not problems:
+            return set()
+        rows = np.array(sorted(problems), dtype=np.int64)
+        tested = data["tested"][rows]
+        per_op = np.stack([tested[:, list(r)].sum(axis=(1, 2)) for r in OP_ROWS], axis=1)  # [B, 3]
+        expected = expected_sizes(suite)[rows]
+        old = set()
+        for i, k in enumerate(rows.tolist()):
+            op = int(np.flatnonzero(expected[i])[0])
+            others = np.delete(per_op[i], op)
+            if not others.any() and 1 <= per_op[i, op] <= suite.block_size and per_op[i, op] != expected[i, op]:
+                old.add(k)
+        return old
+
     def read_counts(self) -> BlockCounts:
         """The sum over all blocks, failing examples in block order (what summing block by block gives).
 
@@ -191,6 +246,9 @@ class SuiteStore(BlockGroup):
         not done yet an InputError.
         """
         data = self.read_checked()
+        if self.suite_spec is not None:  # rows in the suite's block order (a random suite's rows interleave)
+            order = block_rows(self.suite_spec)
+            data = {name: value[order] for name, value in data.items()}
         scoring = data["scoring"]
         kept = data["n_fail_kept"].astype(np.int64)
         mask = np.arange(self.cap)[None, :] < kept[:, None]  # [n_blocks, cap], row-major = block order

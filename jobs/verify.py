@@ -32,16 +32,27 @@ from arith.verify import (
     parse_ops,
 )
 from arith.weights import check_state_dict, load_model, model_info, read_state_dict, trained_ops
-from jobs.common import add_cluster_arguments, cluster_spec, install_sigterm, print_dry_run
+from jobs.common import add_cluster_arguments, cluster_spec, install_sigterm, print_dry_run, whole_number
 
 HELP = "accuracy test of a model: exhaustive, N random questions, or a curated suite -> <name>_accuracy.json"
+
+MAX_QUESTIONS = 10**12  # per operation
+MAX_SEED = 2**63 - 1
+MAX_BLOCK = 10_000_000  # questions per block (a task holds one block's questions and answers in memory)
+MAX_CAP = 100_000  # failing examples kept per block
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="weights <name>.pth (its <name>_train.json beside it gives the shape)")
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--exhaustive", action="store_true", help="every operand pair, per operation")
-    what.add_argument("--questions", type=int, metavar="N", help="N random questions per operation")
+    what.add_argument(
+        "--questions",
+        type=whole_number(1, MAX_QUESTIONS),
+        metavar="N",
+        help="N random questions per operation: the first N of the seed's stream (a store reuses the blocks of "
+        "another N of the same seed)",
+    )
     what.add_argument(
         "--suite",
         choices=["handpicked", "generated", "tricase"],
@@ -51,9 +62,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--ops", help="operations to test, comma-separated from add, sub, mul (default: those the model was trained on)"
     )
-    p.add_argument("--seed", type=int, default=ONE_M_SEED, help=f"random-question seed (default {ONE_M_SEED})")
     p.add_argument(
-        "--block-size", type=int, default=DEFAULT_BLOCK, help=f"questions per block/task (default {DEFAULT_BLOCK:,})"
+        "--seed",
+        type=whole_number(0, MAX_SEED),
+        default=ONE_M_SEED,
+        help=f"random-question seed, 0 or more (default {ONE_M_SEED})",
+    )
+    p.add_argument(
+        "--block-size",
+        type=whole_number(1, MAX_BLOCK),
+        default=DEFAULT_BLOCK,
+        help=f"questions per block/task (default {DEFAULT_BLOCK:,})",
     )
     p.add_argument(
         "--enrich",
@@ -81,7 +100,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="accuracy json (default: <name>_accuracy.json beside the weights); it keeps one report per suite",
     )
     add_cluster_arguments(p, none_help="one process, no Dask, no store")
-    p.add_argument("--cap", type=int, default=DEFAULT_CAP, help=f"failing examples kept per block ({DEFAULT_CAP})")
+    p.add_argument(
+        "--cap",
+        type=whole_number(0, MAX_CAP),
+        default=DEFAULT_CAP,
+        help=f"failing examples kept per block (default {DEFAULT_CAP})",
+    )
 
 
 def suite_from_args(args, n_digits: int, ops: tuple[int, ...]):
@@ -143,7 +167,9 @@ def run(args: argparse.Namespace) -> int:
         _check_writable(args, out, store)  # before any work: an unwritable --out or store would lose it all
     shape, n_digits, config = model_info(args.model)
     trained = trained_ops(config, name)
-    ops = parse_ops(args.ops) if args.ops else trained
+    if args.ops is not None and not args.ops.strip():
+        raise InputError("--ops is empty: name operations from add, sub, mul, comma-separated (or leave it out)")
+    ops = parse_ops(args.ops) if args.ops is not None else trained
     suite = suite_from_args(args, n_digits, ops)
     if args.cap < 0:
         raise InputError("--cap must be >= 0")
@@ -163,12 +189,13 @@ def run(args: argparse.Namespace) -> int:
         # missing weights, weights of another shape: one line, before anything starts
         check_state_dict(read_state_dict(args.model), shape, str(args.model))
         if args.dry_run:
-            print_dry_run(spec, f"{suite.name}: {suite.n_blocks} blocks -> {store}/verify/{suite.name}")
+            blocks = f"{suite.n_blocks:,} block{'s' * (suite.n_blocks != 1)}"
+            print_dry_run(spec, f"{suite.name}: {blocks} -> {store}/verify/{suite.name}")
             return 0
         install_sigterm()
         job = DaskVerify(
             Path(args.model), shape, suite, store, spec, args.mode, args.precision, args.cap, args.device,
-            args.fresh, args.retries, not args.no_progress,
+            args.fresh, args.retries, not args.no_progress, not args.no_wait,
         )  # fmt: skip
         counts = run_dask(job)
     report = accuracy_report(counts, suite, name, extra={"weights_sha256": sha256_file(args.model), "mode": args.mode})

@@ -303,7 +303,7 @@ def test_damaged_block_is_redone(analysed, tmp_path, capsys):
     passed.write_bytes(b"garbage")
     capsys.readouterr()
     assert algo_run.analyse(None, job, settings) == first
-    assert "block 2 failed their checks" in capsys.readouterr().err
+    assert "block 2 failed its checks" in capsys.readouterr().err
 
 
 def test_cli_runs_the_ablation_first_and_checks(demo_model, tmp_path):

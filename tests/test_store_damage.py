@@ -135,7 +135,7 @@ def test_each_damaged_chunk_makes_its_block_pending(model, copy, name, kind):
         why = "done flag unreadable"
     else:
         why = f"{name} chunk {'missing' if kind == 'delete' else 'unreadable'}"
-    assert log.getvalue() == f"store {spec.group.location}: block {k} failed their checks ({why}); redoing them\n"
+    assert log.getvalue() == f"store {spec.group.location}: block {k} failed its checks ({why}); redoing it\n"
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -217,7 +217,7 @@ def test_a_perfect_models_zero_rows_pass_but_a_lost_zero_chunk_does_not(model, t
     for name in DATA_ARRAYS[1:]:  # everything but `tested` is all zero in these rows
         damage(chunk(root, name, 1), "delete")
     assert open_store(model, root, log=log).group.pending() == [1]
-    assert "block 1 failed their checks (failed chunk missing)" in log.getvalue()
+    assert "block 1 failed its checks (failed chunk missing)" in log.getvalue()
 
 
 def evaluate_block_counts(x, y, op):
@@ -314,7 +314,7 @@ def test_cli_redoes_damaged_blocks_and_refuses_damaged_metadata_until_fresh(mode
     first = varith(*args, "--workers", "1")  # with progress on: in a log, plain lines with whole numbers
     assert first.returncode == 0, first.stderr
     assert "\r" not in first.stderr and "e+0" not in first.stderr
-    assert "blocks: 20/20 block (100%), questions 20,000, failed " in first.stderr, first.stderr
+    assert "blocks: 20/20 blocks (100%), questions 20,000, failed " in first.stderr, first.stderr
     truth = out.read_bytes()
     assert set(json.loads(truth)) == {"exhaustive"}
 
