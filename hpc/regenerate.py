@@ -530,10 +530,20 @@ class Stages:
         return self.opts.hub_dir / step.name
 
     def done_hub(self, step: Step) -> bool:
-        from hpc.hub import manifest_problem
+        """Its stamp checks out, the folder's manifest too, and the folder holds exactly the run's files to
+        publish (its quanta maps included), the same bytes, plus the card and the manifest."""
+        from hpc.hub import CARD, MANIFEST, manifest_problem
 
+        run = self.opts.run(step)
         folder = self.hub_folder(step)
-        return stamp_ok(self.opts.run(step), "hub") and folder.is_dir() and manifest_problem(folder) is None
+        if not (stamp_ok(run, "hub") and folder.is_dir() and manifest_problem(folder) is None):
+            return False
+        sources = _hub_sources(run)
+        present = {p.name for p in folder.iterdir() if p.is_file()}
+        if present != {p.name for p in sources} | {CARD, MANIFEST}:
+            return False
+        listed = json.loads((folder / MANIFEST).read_text())["files"]
+        return all(listed[p.name]["sha256"] == sha256_file(p) for p in sources)
 
     def run_hub(self, step: Step) -> list[Path]:
         from hpc.hub import MANIFEST
