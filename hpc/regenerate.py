@@ -382,7 +382,8 @@ def _clear_own_maps(run: RunDir, stage: str) -> None:
 def _own_maps(run: RunDir, stage: str, written: Sequence[Path]) -> list[Path]:
     """The quanta maps a stage drew, checked to be its own (hpc.rundir.QUANTA_OWNERS)."""
     mine = run.quanta_maps(stage)
-    foreign = sorted(p.name for p in written if p.suffix in (".svg", ".png") and Path(p) not in mine)
+    names = {p.name for p in mine}
+    foreign = sorted(Path(p).name for p in written if Path(p).suffix in (".svg", ".png") and Path(p).name not in names)
     if foreign:
         raise RuntimeError(f"{stage} drew quanta maps another stage owns: {' '.join(foreign)}")
     return mine
@@ -503,7 +504,7 @@ class Stages:
 
     # -- algo
     def done_algo(self, step: Step) -> bool:
-        from analysis.behavior import load_records
+        from analysis.behavior import load_records, stale_files
 
         run = self.opts.run(step)
         if not stamp_ok(run, "algo"):
@@ -512,7 +513,7 @@ class Stages:
             load_records(run.maths_json)
         except InputError:
             return False
-        return True
+        return not stale_files(run.behavior_json, [run.maths_json, *run.quanta_maps("algo")])
 
     def run_algo(self, step: Step) -> list[Path]:
         from hpc import algo_run
