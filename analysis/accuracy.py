@@ -15,9 +15,12 @@ write atomically, under a lock on the folder):
 A report (`accuracy_report`) has `model`, `suite` (the suite's settings; `suite.suite` is the key above),
 `tested`, `failed`, `accuracy`, `by_operation`, `by_class`, `wrong_answer_positions`, `failures` (up to 100
 failing questions), `scoring` (what fast scoring took: `rechecked` questions re-scored in fp32 and the
-`logit_error_bound` used, arith.scoring; both 0 for the plain forward; the verdicts do not depend on them,
-so comparisons of runs at different precisions drop this one field) and the caller's extras (`weights_sha256`,
-`mode`). Sampled suites give each operation and
+`logit_error_bound` used, arith.scoring; both 0 for the plain forward; the `precision` it scored in, the
+`requested` one and the `reason` for the choice (`--precision auto` falls back to fp32 where bf16 would not pay,
+arith.verify.choose_precision), when the run made one; the verdicts do not depend on any of them, so comparisons
+of runs at different precisions drop this one field) and the caller's extras (`weights_sha256`, `mode`). A
+failing example's `predicted` is the model's greedy answer, what `varith predict` prints for that question
+(its verdict is teacher-forced, as the reference's). Sampled suites give each operation and
 complexity class an exact one-sided 95% upper bound on the failure rate (`failure_rate_upper_95`), random
 suites the reference's "nines" verdict per operation. An exhaustive suite checked every question, so it states
 the exact `failure_rate` (no bound) and the sentence "every one of the N ... questions was checked"; counts
@@ -167,7 +170,8 @@ def accuracy_report(counts: BlockCounts, suite: Suite, model_name: str, extra: d
         "by_class": by_class,
         "wrong_answer_positions": dict(zip(layout.answer_names(), counts.wrong_pos.tolist(), strict=True)),
         "failures": failing_examples(counts, suite.n_digits),
-        "scoring": {"rechecked": int(counts.rechecked), "logit_error_bound": float(counts.bound)},
+        "scoring": {"rechecked": int(counts.rechecked), "logit_error_bound": float(counts.bound)}
+        | (counts.choice.as_dict() if counts.choice is not None else {}),
     }
     if isinstance(suite, RandomSuite):
         # the reference tests each operation separately: a verdict per operation (ADD, and SUB+NEG together)
@@ -309,6 +313,8 @@ def format_table(report: dict) -> str:
     if "exhaustive" in report:
         lines.append("  " + report["exhaustive"])
     scoring = report.get("scoring") or {}
+    if scoring.get("precision"):
+        lines.append(f"  scored in {scoring['precision']} ({scoring.get('reason', '')})")
     if scoring.get("logit_error_bound"):
         lines.append(
             f"  fast scoring: {scoring['rechecked']:,} questions re-scored by the plain fp32 forward (logit error "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 
 import torch
 
@@ -33,6 +34,7 @@ def autocast(device: torch.device, precision: str = "fp32"):
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
+NATIVE_BF16_ENV = "VARITH_NATIVE_BF16"
 CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # x86 instructions that make bf16 matmuls faster than fp32
 
 
@@ -40,7 +42,13 @@ def bf16_supported(device: torch.device) -> bool:
     """Fast bf16 matmuls here: a CUDA device with native bf16 (not emulated), or a CPU with avx512_bf16 or AMX.
 
     oneDNN also "supports" bf16 on plain AVX-512 CPUs by emulation, which runs about 5x slower than fp32 (measured
-    on an Ice Lake Xeon: 57 against 302 GFLOP/s), so the CPU's own instruction flags decide, not oneDNN's probe."""
+    on an Ice Lake Xeon: 57 against 302 GFLOP/s), so the CPU's own instruction flags decide, not oneDNN's probe.
+
+    The environment variable VARITH_NATIVE_BF16 (1 or 0) overrides the answer for every device: tests and
+    benchmarks use it to exercise `--precision auto`'s choice on hardware without bf16 instructions."""
+    override = os.environ.get(NATIVE_BF16_ENV, "").strip()
+    if override in ("0", "1"):
+        return override == "1"
     if device.type == "cuda":
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
     if device.type != "cpu":

@@ -12,6 +12,15 @@ differ in fp32 is re-scored by the plain fp32 forward: an answer token whose top
 less than twice the bound, or (reference mode, a wrong token) a mean answer loss within twice the bound of the
 0.01 threshold (log-softmax moves by at most twice the largest logit change). The predicted tokens and verdicts
 then equal the fp32 path's; `Scores.rechecked` and `Scores.bound` say how many were re-scored and the bound.
+
+Non-finite logits never pass (`failure_mask`, the one rule every path uses): an answer position whose logits are
+not all finite counts as wrong and its question fails, in either mode. The fast path never measures its error on
+non-finite logits (the bound stays finite); it re-scores every question with a non-finite fast logit by the plain
+fp32 forward, whose logits then decide.
+
+`probe_precision` decides what `--precision auto` takes on a device with native bf16: bf16 only where its forward
+plus the re-checks it would need is expected to cost less than fp32 (near-tied logits send most questions to
+the re-check).
 """
 
 from __future__ import annotations
@@ -106,15 +115,29 @@ def score(
 
     precision "fp32" without `fast` or `prefix`: the plain path (hooks allowed). `fast`, "bf16" or `prefix`
     (shared prefixes, for questions in exhaustive order): the fast forward with fp32 verdicts (module docstring);
-    not with hooks."""
+    not with hooks. A model with non-finite or huge weights (`fast_safe`) is always scored by the plain path."""
     tokens = torch.as_tensor(tokens, dtype=torch.long)
     layout = _check(tokens, n_digits, mode, precision)
     batch_size = batch_size or batch_rows(model)
-    if precision == "fp32" and not (fast or prefix):
+    if (precision == "fp32" and not (fast or prefix)) or not fast_safe(model):
         return _plain_score(model, tokens, layout, mode, hooks, batch_size)
     if hooks:
         raise ValueError("hooks need the plain fp32 path")
     return _fast_score(model, tokens, layout, mode, precision, batch_size, prefix)
+
+
+FAST_MAX_WEIGHT = 1e3  # weights up to this magnitude keep every activation far below float32's overflow
+
+
+def fast_safe(model: Transformer) -> bool:
+    """Whether the fast forward may score this model: every weight finite and at most FAST_MAX_WEIGHT in magnitude.
+
+    LayerNorm normalises each layer's input, so with weights of at most 1e3 no residual value nears 1e19, where
+    its square (LayerNorm's variance) overflows float32. Beyond that, overflow decides NaN or not, and the
+    outcome depends on the order of summation, which differs between the fast and the plain forward: such a
+    model is scored by the plain forward alone, whose verdicts are the reference (a NaN question fails)."""
+    with torch.no_grad():
+        return all(bool(p.abs().max() <= FAST_MAX_WEIGHT) for p in model.parameters() if p.numel())
 
 
 def _plain_score(model, tokens, layout, mode, hooks, batch_size) -> Scores:
@@ -123,19 +146,62 @@ def _plain_score(model, tokens, layout, mode, hooks, batch_size) -> Scores:
     ans_slice = slice(layout.answer_start, layout.n_ctx)
     pred = np.empty((N, layout.n_answer), dtype=np.uint8)
     nll = np.empty(N, dtype=np.float32)
+    finite = np.empty((N, layout.n_answer), dtype=bool)
     for start in range(0, N, batch_size):  # loop over batches, not questions
         chunk = tokens[start : start + batch_size].to(device, non_blocking=True)
         logits = answer_logits(model, chunk, layout, hooks)
         answers = chunk[:, ans_slice]
-        nll[start : start + len(chunk)] = answer_nll(logits, answers).mean(dim=1).float().cpu().numpy()
-        pred[start : start + len(chunk)] = logits.argmax(dim=-1).to(torch.uint8).cpu().numpy()
-    wrong = pred != tokens[:, ans_slice].numpy()
-    return Scores(failed=failure_mask(nll, wrong, mode), pred=pred, wrong=wrong, nll=nll)
+        rows = slice(start, start + len(chunk))
+        nll[rows] = answer_nll(logits, answers).mean(dim=1).float().cpu().numpy()
+        pred[rows] = logits.argmax(dim=-1).to(torch.uint8).cpu().numpy()
+        finite[rows] = finite_positions(logits).cpu().numpy()
+    return verdicts(pred, tokens[:, ans_slice].numpy(), nll, finite, mode)
+
+
+def finite_positions(logits: torch.Tensor) -> torch.Tensor:
+    """bool [N, n+2]: the answer positions whose logits are all finite (no NaN, no +-inf)."""
+    return torch.isfinite(logits).all(dim=-1)
+
+
+def verdicts(pred, answers, nll, finite, mode, rechecked: int = 0, bound: float = 0.0) -> Scores:
+    """Scores from predicted tokens, correct answers, mean answer NLL and the finite-logit mask [N, n+2]: what every
+    scoring path (plain, fast, prefix; any precision) returns. An answer position whose logits are not all finite
+    predicts nothing: it counts as wrong, and its question fails (`failure_mask`)."""
+    wrong = (pred != answers) | ~finite
+    return Scores(failure_mask(nll, wrong, mode, finite), pred, wrong, nll, rechecked=rechecked, bound=bound)
 
 
 def calibration_rows(n: int, k: int = CALIBRATION_ROWS) -> np.ndarray:
     """`k` row indices spread evenly over n rows (all of them when n <= k)."""
     return np.unique(np.linspace(0, n - 1, min(n, k)).round().astype(np.int64))
+
+
+def logit_error(fast: torch.Tensor, exact: torch.Tensor) -> float:
+    """The largest |fast - exact| over the logits both paths computed as finite numbers (float64, so it never
+    overflows); 0.0 when there are none. Non-finite logits are never measured: a question with one is re-scored by
+    the plain forward (`recheck_mask`) and fails there when its plain logits are not finite either."""
+    both = torch.isfinite(fast) & torch.isfinite(exact)
+    if not bool(both.any()):
+        return 0.0
+    return float((fast.double() - exact.double()).abs()[both].max())
+
+
+def error_bound(measured: float) -> float:
+    """The logit error bound from the largest error measured on the calibration rows (finite, >= MIN_BOUND)."""
+    return max(SAFETY * measured, MIN_BOUND)
+
+
+def recheck_mask(logits: torch.Tensor, answers: torch.Tensor, bound: float, mode: str) -> torch.Tensor:
+    """bool [N]: the questions whose verdict could differ in the plain fp32 forward, given fast logits within
+    `bound` of it: a top-two lead under twice the bound, (reference mode, a wrong token) a mean answer loss within
+    twice the bound of the threshold, or any non-finite fast logit."""
+    top2 = logits.topk(2, dim=-1).values
+    close = ((top2[..., 0] - top2[..., 1]) < 2 * bound).any(dim=1)
+    if mode == "reference":
+        nll = answer_nll(logits, answers).mean(dim=1)
+        wrong_any = (logits.argmax(dim=-1) != answers).any(dim=1)
+        close |= wrong_any & ((nll - FAIL_THRESHOLD).abs() <= 2 * bound)
+    return close | ~finite_positions(logits).all(dim=1)
 
 
 def _fast_score(model, tokens, layout, mode, precision, batch_size, prefix) -> Scores:
@@ -148,30 +214,112 @@ def _fast_score(model, tokens, layout, mode, precision, batch_size, prefix) -> S
     cal = calibration_rows(N)
     exact = _plain_logits(model, tokens[cal], layout, "fp32", batch_size)
     cal_dev = torch.as_tensor(cal, device=device)
-    measured = float((logits[cal_dev] - exact).abs().max()) if len(cal) else 0.0
-    bound = max(SAFETY * measured, MIN_BOUND)
+    bound = error_bound(logit_error(logits[cal_dev], exact))
     logits[cal_dev] = exact
     # questions whose verdict could differ in fp32
-    top2 = logits.topk(2, dim=-1).values
-    close = ((top2[..., 0] - top2[..., 1]) < 2 * bound).any(dim=1)
-    nll = answer_nll(logits, answers).mean(dim=1)
-    if mode == "reference":
-        wrong_any = (logits.argmax(dim=-1) != answers).any(dim=1)
-        close |= wrong_any & ((nll - FAIL_THRESHOLD).abs() <= 2 * bound)
+    close = recheck_mask(logits, answers, bound, mode)
     close[cal_dev] = False  # already exact
     redo = torch.nonzero(close).flatten()
     if len(redo):
         logits[redo] = _plain_logits(model, tokens[redo.cpu()], layout, "fp32", batch_size)
-        nll[redo] = answer_nll(logits[redo], answers[redo]).mean(dim=1)
+    nll = answer_nll(logits, answers).mean(dim=1).float().cpu().numpy()
     pred = logits.argmax(dim=-1).to(torch.uint8).cpu().numpy()
-    nll_np = nll.float().cpu().numpy()
-    wrong = pred != answers.cpu().numpy()
-    return Scores(failure_mask(nll_np, wrong, mode), pred, wrong, nll_np, rechecked=int(len(redo)), bound=float(bound))
+    finite = finite_positions(logits).cpu().numpy()
+    return verdicts(pred, answers.cpu().numpy(), nll, finite, mode, rechecked=int(len(redo)), bound=float(bound))
 
 
-def failure_mask(nll: np.ndarray, wrong: np.ndarray, mode: str = "reference") -> np.ndarray:
-    """reference: mean answer NLL > 0.01 and at least one wrong token; exact: at least one wrong token."""
+AUTO_MIN_QUESTIONS = 100_000  # auto probes bf16 only for runs this long (below, the probe costs more than bf16 saves)
+AUTO_MARGIN = 0.9  # auto takes bf16 only when its expected cost (forward + re-checks) is under 90% of fp32's
+
+
+@dataclass(frozen=True)
+class PrecisionChoice:
+    """The precision a verification scores in, and why (the accuracy report's `scoring` field)."""
+
+    precision: str  # "fp32" or "bf16"
+    reason: str
+    requested: str = "auto"
+
+    def as_dict(self) -> dict:
+        return {"precision": self.precision, "requested": self.requested, "reason": self.reason}
+
+
+def _seconds(fn):
+    """(seconds, result) of one call after a warm-up call (oneDNN and CUDA pick their kernels on the first)."""
+    import time
+
+    fn()
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+    sync()
+    t0 = time.perf_counter()
+    result = fn()
+    sync()
+    return time.perf_counter() - t0, result
+
+
+@torch.inference_mode()
+def probe_precision(
+    model: Transformer,
+    tokens: np.ndarray | torch.Tensor,
+    n_digits: int,
+    mode: str = "reference",
+    prefix: bool = False,
+    batch_size: int | None = None,
+    speeds: tuple[float, float, float] | None = None,
+) -> PrecisionChoice:
+    """bf16 or fp32 for scoring questions like `tokens` (a block's, [N, 3n+4]) on a device with native bf16.
+
+    bf16 pays only when its fast forward plus the plain fp32 re-checks it needs costs less than the fp32 fast
+    forward: near-tied logits (a random or barely trained model) send most questions to the re-check. On
+    CALIBRATION_ROWS rows spread over `tokens` it measures the share of questions bf16 would re-score (the bound
+    and the re-check rule of `_fast_score`), and the seconds per probe of the bf16 fast, fp32 fast and plain fp32
+    forwards (`speeds` gives those instead, for tests; with `prefix`, on a contiguous run of rows, which shares
+    prefixes as exhaustive blocks do). bf16 when bf16 + share x plain < AUTO_MARGIN x fp32, else fp32."""
+    tokens = torch.as_tensor(tokens, dtype=torch.long)
+    layout = _check(tokens, n_digits, mode, "fp32")
+    batch_size = batch_size or batch_rows(model)
+    device = next(model.parameters()).device
+    spread = tokens[calibration_rows(len(tokens))]
+    answers = spread[:, layout.answer_start :].to(device)
+
+    def fast(rows, precision):
+        with autocast(device, precision):
+            return prefix_answer_logits(model, rows.to(device), layout, batch_size, share=prefix)
+
+    bf16 = fast(spread, "bf16")
+    exact = _plain_logits(model, spread, layout, "fp32", batch_size)
+    bound = error_bound(logit_error(bf16, exact))
+    share = float(recheck_mask(bf16, answers, bound, mode).float().mean()) if len(spread) else 0.0
+    if speeds is None:
+        timed = tokens[: len(spread)] if prefix else spread
+        speeds = (
+            _seconds(lambda: fast(timed, "bf16"))[0],
+            _seconds(lambda: fast(timed, "fp32"))[0],
+            _seconds(lambda: _plain_logits(model, timed, layout, "fp32", batch_size))[0],
+        )
+    b, f, p = speeds
+    expected = (b + share * p) / f if f > 0 else float("inf")
+    words = (
+        f"a probe of {len(spread)} questions: bf16 would re-score {100 * share:.0f}% of them in fp32 (bound "
+        f"{bound:.2g}), so bf16 with its re-checks is expected to take {expected:.2f}x fp32's time"
+    )
+    if expected < AUTO_MARGIN:
+        return PrecisionChoice("bf16", f"auto: native bf16 on {device.type}; {words}")
+    return PrecisionChoice("fp32", f"auto: native bf16 on {device.type}, but {words} (bf16 needs under {AUTO_MARGIN}x)")
+
+
+def failure_mask(nll: np.ndarray, wrong: np.ndarray, mode: str = "reference", finite=None) -> np.ndarray:
+    """reference: mean answer NLL > 0.01 and at least one wrong token; exact: at least one wrong token.
+
+    Whatever the mode, a question whose answer logits are not all finite fails: a non-finite mean NLL (NaN or
+    inf), or, with `finite` (bool [N, n+2] or [N], as `finite_positions`), a position whose logits are not finite
+    (an -inf logit of a wrong token leaves the NLL finite). NaN compares false, so without this rule NaN logits
+    would pass as correct."""
+    nll = np.asarray(nll)
     failed = wrong.any(axis=1)
     if mode == "reference":
         failed &= nll > FAIL_THRESHOLD
+    failed |= ~np.isfinite(nll)
+    if finite is not None:
+        failed |= ~np.asarray(finite).reshape(len(nll), -1).all(axis=1)
     return failed

@@ -16,7 +16,7 @@ from arith import complexity
 from arith.errors import InputError
 from arith.model import Transformer
 from arith.questions import ENRICH_CURRENT, ENRICH_RULES, exhaustive_block, exhaustive_count, random_block
-from arith.scoring import score
+from arith.scoring import AUTO_MIN_QUESTIONS, PrecisionChoice, probe_precision, score
 from arith.vocab import ADD, MUL, QCLASS_NAMES, SUB, Layout, encode, question_class
 
 N_QCLASSES = len(QCLASS_NAMES)  # ADD, SUB, NEG, MUL
@@ -191,6 +191,7 @@ class BlockCounts:
     fail_pred: np.ndarray  # uint8 [k, n+2] the model's answer tokens
     rechecked: int = 0  # questions re-scored in fp32 by fast scoring (arith.scoring), summed over blocks
     bound: float = 0.0  # the largest logit error bound fast scoring used (0.0: plain fp32 only)
+    choice: PrecisionChoice | None = None  # the precision the run scored in and why (`choose_precision`)
 
     @classmethod
     def empty(cls, n_digits: int) -> BlockCounts:
@@ -216,6 +217,7 @@ class BlockCounts:
             np.concatenate([self.fail_pred, other.fail_pred]),
             self.rechecked + other.rechecked,
             max(self.bound, other.bound),
+            self.choice or other.choice,
         )
 
 
@@ -247,7 +249,10 @@ def evaluate_block(
     `precision` "fp32" or "bf16" (resolve "auto" first, arith.device.resolve_precision). `fast` (the default):
     the fast forward (arith.prefix; exhaustive blocks share their prefixes) in that precision, with the fp32
     verdicts (arith.scoring), so the counts equal the plain fp32 path's; `rechecked` and `bound` say what it
-    took. Without `fast`, in fp32: the plain forward (bf16 always takes the fast forward)."""
+    took. Without `fast`, in fp32: the plain forward (bf16 always takes the fast forward).
+
+    The kept failing examples' `fail_pred` is the model's greedy answer (arith.decode, what `varith predict`
+    prints), decoded for those few questions only; the verdicts are teacher-forced, as the reference's."""
     x, y, op = suite.block(k)
     if len(op) == 0:
         return BlockCounts.empty(suite.n_digits)
@@ -256,5 +261,63 @@ def evaluate_block(
         prefix=fast and isinstance(suite, ExhaustiveSuite),
     )  # fmt: skip
     counts = count_block(x, y, op, s.failed, s.wrong, s.pred, cap)
+    counts.fail_pred = greedy_predictions(model, counts.fail_x, counts.fail_y, counts.fail_op, suite.n_digits)
     counts.rechecked, counts.bound = s.rechecked, s.bound
     return counts
+
+
+def greedy_predictions(model: Transformer, x, y, op, n_digits: int) -> np.ndarray:
+    """uint8 [k, n+2]: the answers the model gives to these questions by greedy decoding, batched over them."""
+    if len(op) == 0:
+        return np.zeros((0, n_digits + 2), np.uint8)
+    import torch
+
+    from arith.decode import greedy_answers
+
+    layout = Layout(n_digits)
+    prompts = torch.from_numpy(encode(x, y, op)[:, : layout.n_question])
+    return greedy_answers(model, prompts, layout).astype(np.uint8)
+
+
+def suite_questions(suite: Suite) -> int:
+    """Questions in a random or exhaustive suite (0 for the curated ones: a few thousand at most)."""
+    if isinstance(suite, RandomSuite):
+        return suite.n_questions * len(suite.ops)
+    if isinstance(suite, ExhaustiveSuite):
+        return exhaustive_count(suite.n_digits) * len(suite.ops)
+    return 0
+
+
+def choose_precision(
+    model: Transformer,
+    suite: Suite,
+    mode: str = "reference",
+    requested: str = "auto",
+    native_bf16: bool | None = None,
+    min_questions: int = AUTO_MIN_QUESTIONS,
+    speeds: tuple[float, float, float] | None = None,
+) -> PrecisionChoice:
+    """The precision a verification of `suite` scores in, and why; decided once per run, before its blocks.
+
+    "fp32" and "bf16" as asked. "auto": fp32 without native bf16 (`native_bf16`, default
+    arith.device.bf16_supported on the model's device) and for runs under `min_questions` questions (a probe
+    would cost more than bf16 could save); else the probe of block 0 (arith.scoring.probe_precision): bf16 only
+    where its forward plus its fp32 re-checks is expected to cost under 0.9x fp32's. The verdicts are fp32's
+    either way; only the time and the re-check figures differ."""
+    from arith.device import VERIFY_PRECISIONS, bf16_supported
+
+    if requested not in VERIFY_PRECISIONS:
+        raise InputError(f"unknown precision {requested!r} (expected {', '.join(VERIFY_PRECISIONS)})")
+    if requested != "auto":
+        return PrecisionChoice(requested, f"--precision {requested}", requested)
+    device = next(model.parameters()).device
+    if not (bf16_supported(device) if native_bf16 is None else native_bf16):
+        return PrecisionChoice("fp32", f"auto: no native bf16 on {device.type}, where fp32 is faster")
+    total = suite_questions(suite)
+    if total < min_questions:
+        return PrecisionChoice(
+            "fp32", f"auto: {total:,} questions, under the {min_questions:,} for which bf16 could pay for its probe"
+        )
+    x, y, op = suite.block(0)
+    prefix = isinstance(suite, ExhaustiveSuite)
+    return probe_precision(model, encode(x, y, op), suite.n_digits, mode, prefix=prefix, speeds=speeds)

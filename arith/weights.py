@@ -17,6 +17,7 @@ from arith.vocab import Layout
 PUBLISHED_D_MODEL = 510
 PUBLISHED_D_HEAD = 170
 PUBLISHED_MLP_MULT = 4
+IGNORE_SUFFIX = "attn.IGNORE"  # the attention mask's fill value, -inf in every TransformerLens state dict
 
 
 def save_weights(model: Transformer, path: str | Path) -> None:
@@ -45,7 +46,36 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         raise InputError(f"weights {path}: not a readable torch state dict ({reason[:160]})") from None
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise InputError(f"weights {path}: expected a state dict of tensors, got {type(sd).__name__}")
+    check_finite(sd, str(path))
     return sd
+
+
+def check_finite(sd: dict[str, torch.Tensor], source: str) -> None:
+    """InputError naming the first tensor holding NaN or +-inf values, how many and which kinds: weights like
+    that answer nothing (their logits are NaN), so no command uses them. The attention masks' `IGNORE` buffers
+    are -inf by design (TransformerLens's state dict) and are exempt when they hold exactly that."""
+    for key, t in sd.items():
+        if not t.is_floating_point() and not t.is_complex():
+            continue
+        if key.endswith(IGNORE_SUFFIX) and t.numel() == 1 and float(t) == float("-inf"):
+            continue
+        bad = ~torch.isfinite(t)
+        count = int(bad.sum())
+        if count:
+            bad_values = t[bad]
+            kinds = [
+                word
+                for word, present in (
+                    ("nan", bool(torch.isnan(bad_values).any())),
+                    ("inf", bool((bad_values == float("inf")).any())),
+                    ("-inf", bool((bad_values == float("-inf")).any())),
+                )
+                if present
+            ]
+            raise InputError(
+                f"weights {source}: {key} holds {count:,} non-finite value{'s' if count != 1 else ''} "
+                f"({', '.join(kinds)}); refusing to use it"
+            )
 
 
 def check_state_dict(sd: dict[str, torch.Tensor], shape: ModelShape, source: str, hint: str = "") -> None:
@@ -136,7 +166,8 @@ def shape_from_state_dict(sd: dict[str, torch.Tensor], name) -> ModelShape:
 
 
 def model_info(weights: str | Path) -> tuple[ModelShape, int, dict]:
-    """(shape, n_digits, config) for a weights file.
+    """(shape, n_digits, config) for a weights file, whose tensors are read and checked (readable, of the shape,
+    finite: `read_state_dict`, `check_state_dict`).
 
     From `<name>_train.json` beside it when there is one. Without it, layers, heads and digits come from the name
     and the widths from the weights' own tensors, so published-format weights work alone; weights that do not
@@ -149,7 +180,11 @@ def model_info(weights: str | Path) -> tuple[ModelShape, int, dict]:
         config = read_train_json(train_json)["Config"]
         if "n_digits" not in config:
             raise InputError(f"train json {train_json}: Config lacks 'n_digits'")
-        return shape_from_config(config, f"train json {train_json}"), int(config["n_digits"]), config
+        shape = shape_from_config(config, f"train json {train_json}")
+        # every command reads this first (verify, predict, ablate, algo, regenerate): weights that are unreadable,
+        # of another shape or not finite are one line here, before any cluster or work starts
+        check_state_dict(read_state_dict(weights), shape, str(weights))
+        return shape, int(config["n_digits"]), config
     from arith.names import parse_name
 
     mn = parse_name(name)

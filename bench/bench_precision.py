@@ -5,6 +5,10 @@ path, of the fast forward (arith.prefix) in fp32 and in bf16 with fp32 re-checks
 of an exhaustive 4-digit block with shared prefixes (fp32 and bf16), each as a ratio to the plain fp32 path on
 the same questions and to the GEMM rate of its precision (plain-path FLOPs per question, so the fast forward counts
 the work it avoids). Every fast run's predictions and verdicts are checked against the plain fp32 path's.
+
+`--precision auto` against fp32 (issue 19), near-tied and confident logits: `verify_auto_vs_fp32_near_tied`,
+`verify_auto_vs_fp32_confident` (`auto_vs_fp32`; alone: `python -c "import bench.bench_precision as b;
+b.auto_vs_fp32({})"`).
 """
 
 from __future__ import annotations
@@ -112,6 +116,51 @@ def main() -> None:
     figure("verify_exhaustive_fp32_prefix", 20_000, t, base_s, "fp32", D4, fast, plain, target=">= 4x plain fp32")
     t, fast = _timed(lambda: score(_M4, tokens, 4, precision="bf16", prefix=True), repeats=1)
     figure("verify_exhaustive_bf16_prefix", 20_000, t, base_s, "bf16", D4, fast, plain, target=">= 4x plain fp32")
+    auto_vs_fp32(ctx | {"targets_apply": True})
+
+
+AUTO_QUESTIONS = 40_000  # per figure; the probe's cost is counted in auto's time
+
+
+def auto_vs_fp32(ctx: dict) -> None:
+    """`--precision auto` against fp32 on random 6-digit questions (add_d6_l2_h3 widths): near-tied logits (random
+    weights: bf16 would re-score most questions) and confident ones (b_U[0] += 30). Auto's time includes its
+    decision: the probe (bf16 share of re-checks, and the speeds) runs as if the CPU had bf16 instructions
+    (`native_bf16=True`, here without them: a worst case for the probe), and with a 0 question minimum, so it
+    always probes. The target: auto >= 0.95x fp32 on both."""
+    from arith.verify import RandomSuite, choose_precision, evaluate_block
+
+    suite = RandomSuite(6, (ADD,), AUTO_QUESTIONS)
+
+    def run(model, precision):
+        return [evaluate_block(model, suite, k, precision=precision) for k in range(suite.n_blocks)]
+
+    for figure_name, model in (("verify_auto_vs_fp32_near_tied", _M6), ("verify_auto_vs_fp32_confident", _M6C)):
+        run(model, "fp32")  # warm-up
+        t0 = time.perf_counter()
+        fp32 = run(model, "fp32")
+        fp32_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        choice = choose_precision(model, suite, native_bf16=True, min_questions=0)
+        auto = run(model, choice.precision)
+        auto_s = time.perf_counter() - t0
+        same = all(
+            np.array_equal(a.failed, b.failed) and np.array_equal(a.fail_pred, b.fail_pred)
+            for a, b in zip(auto, fp32, strict=True)
+        )
+        emit(
+            figure_name,
+            round(fp32_s / auto_s, 3),
+            "x fp32 speed",
+            auto_s=round(auto_s, 2),
+            fp32_s=round(fp32_s, 2),
+            questions=AUTO_QUESTIONS,
+            auto_chose=choice.precision,
+            reason=choice.reason,
+            verdicts_equal_fp32=same,
+            target=">= 0.95x fp32",
+            **ctx,
+        )
 
 
 def _model_shape(layout: Layout) -> ModelShape:

@@ -9,6 +9,7 @@ A worker lost while the cluster starts is survived too (`hpc.cluster`).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -59,6 +60,13 @@ class VerifyWork:
         failed, _bad = self.group._read("failed")
         return {"questions": int(tested[done].sum()), "failed": int(failed[done].sum())}
 
+    def choose_precision(self):
+        """What `precision` resolves to on a worker (arith.verify.choose_precision: auto probes bf16 there)."""
+        from arith.verify import choose_precision
+
+        model = worker_model(self.weights, self.weights_sha256, self.shape, self.device)
+        return choose_precision(model, self.suite, self.mode, self.precision)
+
     def __call__(self, k: int) -> tuple[int, dict[str, int]]:
         """Score the block of store row k (questions generated here from (suite, its block index)), write its
         rows then its done flag. Deterministic: running it again rewrites the same bytes."""
@@ -74,14 +82,18 @@ def verify_in_process(
     model, suite: Suite, mode: str = "reference", precision: str = "auto", progress: bool = True, cap: int = DEFAULT_CAP
 ) -> BlockCounts:
     """Score every block of the suite in this process; the sum of the block counts. `precision` auto, bf16 or
-    fp32 (arith.device.resolve_precision): the verdicts are fp32's whichever (arith.scoring)."""
-    precision = resolve_precision(precision, next(model.parameters()).device)
+    fp32 (arith.verify.choose_precision, once for the run): the verdicts are fp32's whichever (arith.scoring)."""
+    from arith.verify import choose_precision
+
+    choice = choose_precision(model, suite, mode, precision)
+    precision = choice.precision
     total = BlockCounts.empty(suite.n_digits)
     with progress_report(suite.n_blocks, desc="blocks", unit="blocks", enabled=progress) as bar:
         for k in range(suite.n_blocks):
             total = total + evaluate_block(model, suite, k, mode=mode, cap=cap, precision=precision)
             bar.set_postfix(questions=f"{int(total.tested.sum()):,}", failed=f"{int(total.failed.sum()):,}")
             bar.update(1)
+    total.choice = choice
     return total
 
 
@@ -189,9 +201,16 @@ def _run_locked(job: DaskVerify) -> BlockCounts:
     with open_cluster(job.cluster) as handle:
         print(handle.description)
         print(f"dask dashboard: {handle.dashboard_text}", flush=True)
+        # the precision is decided once, on a worker's device, before any block (the fingerprint keeps the
+        # precision asked for, so a restarted run reuses the store whatever auto chooses)
+        choice = handle.client.submit(
+            work.choose_precision, resources=handle.task_resources, retries=job.retries, pure=False
+        ).result()
+        work = dataclasses.replace(work, precision=choice.precision)
         counts = verify_distributed(
             handle.client, work, retries=job.retries, resources=handle.task_resources, progress=job.progress
         )
     if counts is None:  # pragma: no cover - only with max_blocks
         raise InputError("verification stopped early")
+    counts.choice = choice
     return counts

@@ -8,7 +8,7 @@ One row per block in every array, one chunk per row:
     fail_x      uint8 [n_blocks, cap, n]  the first `cap` failing questions of the block (zero padded)
     fail_y      uint8 [n_blocks, cap, n]
     fail_op     uint8 [n_blocks, cap]
-    fail_pred   uint8 [n_blocks, cap, n+2] the model's answer tokens for them
+    fail_pred   uint8 [n_blocks, cap, n+2] the model's greedy answer tokens for them (arith.verify)
     n_fail_kept int64 [n_blocks]          how many of the `cap` rows are real
     scoring     float64 [n_blocks, 2]     (questions fast scoring re-scored in fp32, its logit error bound),
                                           arith.scoring; (0, 0) in plain fp32
@@ -45,8 +45,9 @@ from arith.verify import N_CCOLS, N_QCLASSES, BlockCounts
 from hpc.store import BlockGroup, prepare_group
 
 # 2: write_empty_chunks=True, zstd with checksums; 3: `scoring`; 4: `scoring` checked as data; 5: random suites
-# keep rows by (j, operation) and no question count in the fingerprint (a larger or smaller run shares blocks)
-LAYOUT_VERSION = 5
+# keep rows by (j, operation) and no question count in the fingerprint (a larger or smaller run shares blocks);
+# 6: fail_pred holds the greedy answers (what `varith predict` prints), no longer the teacher-forced argmax
+LAYOUT_VERSION = 6
 VERIFY_GROUP = "verify"
 DATA_ARRAYS = ("tested", "failed", "wrong_pos", "fail_x", "fail_y", "fail_op", "fail_pred", "n_fail_kept", "scoring")
 ALL_ARRAYS = (*DATA_ARRAYS, "done")
