@@ -407,7 +407,7 @@ def _manifest_sha256(hub: Hub, repo: str, name: str, remote: Mapping[str, Remote
     return shas
 
 
-def fetch(hub: Hub, repo: str, name: str, dest: Path) -> list[Path]:
+def fetch(hub: Hub, repo: str, name: str, dest: Path, note=None) -> list[Path]:
     """Download `<name>.pth` and its JSON files that the repository holds into `dest/<name>/` (skipping those
     already there with the same content); the weights and train json must exist.
 
@@ -415,7 +415,8 @@ def fetch(hub: Hub, repo: str, name: str, dest: Path) -> list[Path]:
     id), and against the sha256 the repository's `manifest.json` gives it when the manifest is this model's (a
     file the manifest lacks is refused too). Downloads land in a hidden staging folder beside the cache folder
     and are moved in only when all check out; on a mismatch: one InputError line, and the staging folder (with
-    the bad file) is removed, the cache left as it was."""
+    the bad file) is removed, the cache left as it was. `note(text)` hears of a repository without this model's
+    manifest."""
     from arith.names import artifact_path, parse_name
 
     parse_name(name)
@@ -426,6 +427,8 @@ def fetch(hub: Hub, repo: str, name: str, dest: Path) -> list[Path]:
     staging.mkdir(parents=True)
     try:
         expected = _manifest_sha256(hub, repo, name, remote, staging)
+        if expected is None and note is not None:
+            note(f"{repo} has no {MANIFEST} of {name}: its files are checked against the Hub's own checksums only")
         out, ready = [], []
         for kind in FETCHED:
             file = artifact_path(folder, name, kind)

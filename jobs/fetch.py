@@ -23,6 +23,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import sys
+
     from arith.errors import InputError
     from arith.files import require_writable_dir
     from arith.names import parse_name
@@ -36,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     dest = cache_dir(args.cache)
     require_writable_dir(dest, "--cache" if args.cache else "the cache folder")
     try:
-        paths = fetch(hub, repo, args.name, dest)
+        paths = fetch(hub, repo, args.name, dest, note=lambda text: print(f"note: {text}", file=sys.stderr))
     except HubUnreachable as exc:
         paths = _cached(args, exc)
     except InputError:
