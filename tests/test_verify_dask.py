@@ -467,3 +467,81 @@ def test_every_flag_has_help_with_its_choices():
                 assert (REPO / word).is_file(), f"{name} points to {word}, not in the repository"
     text = parser.format_help()
     assert "%%" not in text  # (format_help raises on a stray %)
+
+
+# ------------------------------------------------------------------------------------------------ issue 19
+
+
+def test_another_question_count_of_the_same_seed_reuses_the_stored_blocks(mixed, tmp_path):
+    """Blocks are addressed by (seed, operation, j): 3,000 then 5,500 then 2,500 questions per operation on one
+    store, each equal to a single run of its own, reporting exactly its own questions."""
+    common = [str(mixed), "--block-size", "1000", "--store", "s.zarr", "--workers", "1", "--no-progress"]
+
+    def truth(n: int) -> bytes:
+        r = _varith("verify", str(mixed), "--questions", str(n), "--block-size", "1000", "--cluster", "none",
+                    "--no-progress", "--out", f"t{n}.json", cwd=tmp_path)  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        return (tmp_path / f"t{n}.json").read_bytes()
+
+    first = _varith("verify", *common, "--questions", "3000", "--out", "a.json", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert "random: 6 blocks (0 already done), 6,000 questions -> " in first.stdout  # add and sub
+    assert (tmp_path / "a.json").read_bytes() == truth(3000)
+    larger = _varith("verify", *common, "--questions", "5500", "--out", "b.json", cwd=tmp_path)
+    assert larger.returncode == 0, larger.stderr
+    assert "random: 12 blocks (6 already done), 11,000 questions -> " in larger.stdout, larger.stdout
+    assert larger.stderr == ""  # nothing refused, nothing "damaged"
+    assert (tmp_path / "b.json").read_bytes() == truth(5500)
+    # smaller: blocks 0 and 1 of each operation reused, the last (500 questions, 1,000 stored) redone quietly
+    smaller = _varith("verify", *common, "--questions", "2500", "--out", "c.json", cwd=tmp_path)
+    assert smaller.returncode == 0, smaller.stderr
+    assert "random: 6 blocks (4 already done), 5,000 questions -> " in smaller.stdout, smaller.stdout
+    assert smaller.stderr == ""
+    report = json.loads((tmp_path / "c.json").read_text())["random"]
+    assert report["tested"] == 5000 and report["by_operation"]["ADD"]["tested"] == 2500
+    assert (tmp_path / "c.json").read_bytes() == truth(2500)
+    # another seed is still other settings
+    other = _varith("verify", *common, "--questions", "2500", "--seed", "5", "--out", "d.json", cwd=tmp_path)
+    assert_one_line_error(other, "other settings", "seed", "--fresh")
+
+
+@pytest.mark.parametrize(
+    "flags, fragment",
+    [
+        (["--seed", "-1"], "argument --seed: must be at least 0, got -1"),
+        (["--seed", "1.5"], "argument --seed: '1.5' is not a whole number"),
+        (["--questions", "0"], "argument --questions: must be at least 1"),
+        (["--questions", "-5"], "argument --questions: must be at least 1"),
+        (["--block-size", "0"], "argument --block-size: must be at least 1"),
+        (["--cap", "-1"], "argument --cap: must be at least 0"),
+        (["--workers", "0"], "argument --workers: must be at least 1"),
+        (["--torch-threads", "-2"], "argument --torch-threads: must be at least 1"),
+        (["--retries", "-1"], "argument --retries: must be at least 0"),
+        (["--connect-timeout", "nan"], "argument --connect-timeout: must be a positive number of seconds"),
+        (["--connect-timeout", "0"], "argument --connect-timeout: must be a positive number of seconds"),
+        (["--ops", ""], "--ops is empty"),
+        (["--ops", " "], "--ops is empty"),
+    ],
+)
+def test_bad_numbers_are_one_line_naming_the_flag_before_anything_is_written(tiny, tmp_path, flags, fragment):
+    args = ["--questions", "1000", *flags] if flags[0] != "--questions" else flags
+    r = _varith("verify", str(tiny), *args, "--store", "s.zarr", "--out", "a.json", cwd=tmp_path)
+    assert_one_line_error(r, fragment)
+    assert not (tmp_path / "s.zarr").exists() and not (tmp_path / "a.json").exists()
+
+
+def test_one_block_one_worker_is_said_in_the_singular(tiny, tmp_path):
+    r = _varith("verify", str(tiny), "--questions", "10", "--store", "s.zarr", "--workers", "1", "--torch-threads",
+                "1", "--no-progress", "--out", "a.json", cwd=tmp_path)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "random: 1 block (0 already done), 10 questions -> " in r.stdout, r.stdout
+    assert "local cluster: 1 worker process (1 torch thread each)" in r.stdout, r.stdout
+    # a resumed run's progress line counts the questions of every block it counts
+    more = _varith("verify", str(tiny), "--questions", "25", "--block-size", "10", "--store", "b.zarr",
+                   "--workers", "1", "--out", "b.json", cwd=tmp_path)  # fmt: skip
+    assert more.returncode == 0, more.stderr
+    again = _varith("verify", str(tiny), "--questions", "40", "--block-size", "10", "--store", "b.zarr",
+                    "--workers", "1", "--out", "b.json", cwd=tmp_path)  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    assert "random: 4 blocks (2 already done), 40 questions -> " in again.stdout, again.stdout
+    assert "blocks: 4/4 blocks (100%), questions 40, failed 40" in again.stderr, again.stderr
