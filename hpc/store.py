@@ -23,6 +23,12 @@ Rules this module keeps:
   start.
 - Metadata is consolidated once, by the driver, at the end (`consolidate`); the driver drops the consolidated
   copy when it opens the store (a cache that would go stale mid-run; nothing here reads it).
+- A group whose blocks keep their rows whatever a run's size (`GROWS`, e.g. random questions addressed by
+  (seed, j)) leaves the run's size out of its fingerprint: its arrays grow to the largest run's rows, and each
+  run uses its first `n_blocks` rows. A done row made for another size (`outdated`) is redone quietly.
+- Each group built gets a random `generation` attribute; the handle `prepare_group` returns carries it, and a
+  task checks it before it writes, so a task of a run whose group was since cleared (`--fresh` by a later
+  run, e.g. while a SLURM worker of a killed driver still ran) writes nothing into the new group.
 
 One writer per group: a driver holds `group_lock(root, path)` (an OS lock, fcntl.flock, on the file
 `<store>/<path>.lock` beside the group's folder, so clearing the group keeps it) from before it opens the group

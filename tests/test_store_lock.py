@@ -186,3 +186,23 @@ def test_ablate_and_algo_hold_their_groups(model, tmp_path, command, group):
         assert not (tmp_path / "s.zarr" / group).exists()
     finally:
         holder.kill()
+
+
+def test_a_task_of_a_cleared_group_writes_nothing_into_the_new_one(tmp_path):
+    """A task still running for a run whose group another run has since cleared (--fresh) and built again
+    (a SLURM worker outliving its killed driver) writes nothing there: the group's generation differs."""
+    from arith.verify import BlockCounts, RandomSuite
+    from arith.vocab import ADD
+    from hpc.verify_store import make_fingerprint, prepare_suite
+
+    suite = RandomSuite(2, (ADD,), 3000, block_size=1000)
+    fp = make_fingerprint("0" * 64, suite.fingerprint(), "reference", "fp32", 16)
+    old = prepare_suite(tmp_path / "s.zarr", suite.name, fp, suite.n_blocks, 2, 16, suite=suite)
+    new = prepare_suite(tmp_path / "s.zarr", suite.name, fp, suite.n_blocks, 2, 16, fresh=True, suite=suite)
+    assert old.generation and new.generation != old.generation
+    with pytest.raises(InputError, match="cleared or rebuilt by another run since block 1 was handed out"):
+        old.write_block(1, BlockCounts.empty(2))
+    assert new.pending() == [0, 1, 2]
+    assert not (tmp_path / "s.zarr" / "verify" / "random" / "tested" / "c").exists()
+    reopened = prepare_suite(tmp_path / "s.zarr", suite.name, fp, suite.n_blocks, 2, 16, suite=suite)
+    assert reopened.generation == new.generation
