@@ -451,13 +451,53 @@ def _answered(job: Job, settings: Settings) -> int:
         return 0
 
 
+def read_sidecar(behavior: str | Path) -> dict:
+    """What a behaviour file's sidecar records (mode, questions, weights_sha256, ...); {} when there is none or
+    it is unreadable (a published behaviour file has none)."""
+    try:
+        meta = json.loads(sidecar_path(behavior).read_text())
+    except (OSError, ValueError):
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
 def mode_of(behavior: str | Path) -> str | None:
     """The ablation mode (corrected, compat) its sidecar says a behaviour file was made by; None if unknown."""
-    try:
-        made = json.loads(sidecar_path(behavior).read_text()).get("mode")
-    except (OSError, ValueError, AttributeError):
-        return None
+    made = read_sidecar(behavior).get("mode")
     return made if isinstance(made, str) else None
+
+
+def ablate_command(behavior: str | Path, weights: str | Path) -> str:
+    """The `varith ablate` command that made a behaviour file, as its sidecar tells (`--compat`, `--question-file
+    F`): `varith ablate WEIGHTS --compat`; plain `varith ablate WEIGHTS` when the sidecar names neither."""
+    meta = read_sidecar(behavior)
+    words = ["varith ablate", str(weights)]
+    if meta.get("mode") == MeanRule.COMPAT.value:
+        words.append("--compat")
+    questions = meta.get("questions")
+    if isinstance(questions, str) and questions.startswith("file "):
+        words += ["--question-file", questions.removeprefix("file ")]
+    return " ".join(words)
+
+
+def check_outputs(job: Job, pictures: bool = True) -> None:
+    """Before any work (one InputError line, every path left as it is): each file `write_outputs` may write can
+    be written: the behaviour file (absent or a behaviour file), its sidecar and, with `pictures`, every view's
+    quanta maps (absent or files: not a folder, device, ...)."""
+    from analysis.behavior import require_output_file
+    from analysis.quanta import behavior_map_paths
+
+    out = Path(job.out)
+    require_output_file(out, "behaviour file", records=True)
+    require_output_file(sidecar_path(out), "behaviour sidecar")
+    if pictures:
+        for p in behavior_map_paths(out.parent, job.model.name):
+            require_output_file(p, "quanta map")
+    store = Path(job.store)
+    if store.exists() and not store.is_dir():
+        raise InputError(
+            f"store {store}: exists and is not a folder; it is left as it is: move it away or pass --store"
+        )
 
 
 def write_outputs(
@@ -482,7 +522,9 @@ def write_outputs(
     out.parent.mkdir(parents=True, exist_ok=True)
     from arith.files import atomic_write_bytes
 
-    atomic_write_bytes(out, json.dumps(records).encode())
+    data = json.dumps(records).encode()
+    if not (out.is_file() and out.read_bytes() == data):  # unchanged: its maths file and maps stay current
+        atomic_write_bytes(out, data)
     meta = {
         "model": m.name,
         "mode": settings.rule.value,

@@ -49,6 +49,8 @@ class Job:
     records: tuple  # the behaviour records (dicts), in file order
     store: Path
     out: Path  # the maths json
+    behavior: Path | None = None  # the behaviour file the records come from
+    given: str = ""  # the weights as the user named them (for the commands a message suggests)
 
     @property
     def records_sha256(self) -> str:
@@ -71,24 +73,21 @@ def job_for(
     """The search of one model from its behaviour file (default: beside the weights). Refused (InputError) when
     the file's sidecar names other weights, a node does not fit the model, or (unless `allow_empty`) it is empty."""
     from analysis.behavior import check_nodes_fit, load_records
-    from arith.names import sidecar_path
+    from hpc.ablation import read_sidecar
     from hpc.rundir import RunDir
 
     run = RunDir.beside(weights)
     path = Path(behavior or run.behavior_json)
     records = load_records(path)
     model = model_of(weights)
-    try:
-        made_from = json.loads(sidecar_path(path).read_text()).get("weights_sha256")
-    except (OSError, ValueError, AttributeError):
-        made_from = None  # no sidecar (a published behaviour file): nothing to check against
+    made_from = read_sidecar(path).get("weights_sha256")  # None without a sidecar (a published behaviour file)
     if made_from is not None and made_from != model.sha256:
         raise InputError(f"behaviour file {path}: made from other weights than {weights}; rerun varith ablate")
     if not records and not allow_empty:
         raise InputError(f"behaviour file {path}: no useful nodes, nothing to search; rerun varith ablate")
     check_nodes_fit(records, path, model.shape.n_layers, model.shape.n_heads, model.layout.n_ctx)
     root = Path(store).resolve() if store else run.store.resolve()
-    return Job(model, tuple(records), root, run.maths_json)
+    return Job(model, tuple(records), root, run.maths_json, path, str(weights))
 
 
 @dataclass(frozen=True)
@@ -144,10 +143,65 @@ def analyse(client, job: Job, settings: Settings, resources: dict | None = None)
         return _analyse(client, job, settings, resources)
 
 
+def _stored(group: st.TrialsGroup) -> dict:
+    """The attributes of the store's search group ({} when there is none)."""
+    import zarr
+
+    try:
+        return dict(zarr.open_group(store=group.root, path=group.path, mode="r").attrs)
+    except (FileNotFoundError, OSError, ValueError):  # no store, or no search of this mode in it
+        return {}
+
+
+def check_store(job: Job, settings: Settings, reduce_only: bool = False) -> None:
+    """Before any work: when the store's search of this mode was made from another behaviour file than the
+    job's (same weights and settings), one InputError line saying so in words and which command to run. Any
+    other difference is prepare_group's to name; with --fresh (not --reduce-only) the search is redone anyway."""
+    from hpc.ablation import ablate_command, mode_of
+
+    if settings.fresh and not reduce_only:
+        return
+    _tasks, plans = _plans(job, settings)
+    group = _group(job, settings, plans)
+    attrs = _stored(group)
+    stored, wanted = attrs.get("fingerprint"), json.loads(json.dumps(_fingerprint(job, settings)))
+    if not isinstance(stored, dict) or stored == wanted:
+        return
+    if {k: v for k, v in stored.items() if k != "behavior_sha256"} != {
+        k: v for k, v in wanted.items() if k != "behavior_sha256"
+    }:
+        return
+    weights = job.given or job.model.weights
+    behavior = job.behavior or job.out
+    now = ablate_command(behavior, weights)
+    then = attrs.get("behavior_made_by")
+    searched = f"the one `{then}` made" if isinstance(then, str) and then != now else "another one"
+    compat = " --compat" if settings.compat else ""
+    made = mode_of(behavior)
+    advice = []
+    if made and made != settings.mode:
+        other = " --compat" if made == "compat" else ""
+        advice.append(f"`varith algo {weights}{other}` (the filters of a {made} ablation)")
+    if isinstance(then, str) and then != now:
+        advice.append(f"`{then}` first to put that one back (quick when the store still holds it)")
+    elif (made and made != settings.mode) or "--question-file" in now:
+        varied = " (the varied questions)" if "--question-file" in now else ""
+        advice.append(f"`varith ablate {weights}{compat}` first{varied}")
+    advice.append(f"`varith algo {weights}{compat} --fresh` to search this file")
+    kept = f", so {job.out.name} cannot be rebuilt from it" if reduce_only else ""
+    raise InputError(
+        f"{behavior} was made by `{now}`, but the {settings.mode} search in store {job.store} is of {searched}"
+        f"{kept}: run " + ", or ".join(advice)
+    )
+
+
 def _analyse(client, job: Job, settings: Settings, resources: dict | None = None) -> list[dict]:
     tasks, plans = _plans(job, settings)
     group = _group(job, settings, plans)
+    check_store(job, settings)
     prepare_group(group, group.specs(), _fingerprint(job, settings), settings.fresh)
+    if job.behavior is not None:  # names, once the behaviour file changes, the command that made this one
+        _remember_behavior(group, job)
     work = AlgoWork(job.model, group, tuple(plans), tuple(algo.record_node(r) for r in job.records), settings.device)
     records = run_checked(
         client,
@@ -160,6 +214,17 @@ def _analyse(client, job: Job, settings: Settings, resources: dict | None = None
     )
     consolidate(job.store)
     return records
+
+
+def _remember_behavior(group: st.TrialsGroup, job: Job) -> None:
+    import zarr
+
+    from hpc.ablation import ablate_command
+
+    made_by = ablate_command(job.behavior, job.given or job.model.weights)
+    g = zarr.open_group(store=group.root, path=group.path, mode="r+", zarr_format=3)
+    if g.attrs.get("behavior_made_by") != made_by:
+        g.attrs["behavior_made_by"] = made_by
 
 
 def _reduce(job: Job, settings: Settings, group: st.TrialsGroup, tasks, plans) -> list[dict]:
@@ -179,19 +244,33 @@ def _reduce(job: Job, settings: Settings, group: st.TrialsGroup, tasks, plans) -
 
 def reduce_store(job: Job, settings: Settings) -> list[dict]:
     """The maths records from the store alone (refused if it was made from other weights, behaviour or mode)."""
-    import zarr
-
     tasks, plans = _plans(job, settings)
     group = _group(job, settings, plans)
-    try:
-        stored = dict(zarr.open_group(store=group.root, path=group.path, mode="r").attrs).get("fingerprint")
-    except FileNotFoundError:
-        stored = None
-    if stored is None:
-        raise InputError(f"store {group.location}: no algorithm search results there; run varith algo first")
-    if stored != json.loads(json.dumps(_fingerprint(job, settings))):
-        raise InputError(f"store {group.location} was made by other weights, behaviour or settings; run it again")
+    stored = _stored(group).get("fingerprint")
+    again = f"varith algo {job.given or job.model.weights}{' --compat' if settings.compat else ''}"
+    if not isinstance(stored, dict):
+        raise InputError(
+            f"store {group.location}: no algorithm search results there; run `{again}` (without --reduce-only) first"
+        )
+    check_store(job, settings, reduce_only=True)
+    wanted = json.loads(json.dumps(_fingerprint(job, settings)))
+    if stored != wanted:
+        what = "other weights" if stored.get("weights_sha256") != wanted["weights_sha256"] else "other settings"
+        raise InputError(
+            f"store {group.location} was made by {what}; run `{again} --fresh` (without --reduce-only) to search again"
+        )
     return _reduce(job, settings, group, tasks, plans)
+
+
+def check_outputs(maths: str | Path, name: str) -> None:
+    """Before any work (one InputError line, every path left as it is): the maths file can be written (absent or
+    a maths file) and so can its quanta map `<name>_quanta_algo.svg/.png` (absent or files)."""
+    from analysis.behavior import require_output_file
+    from analysis.quanta import map_paths
+
+    require_output_file(maths, "maths file", records=True)
+    for p in map_paths(Path(maths).parent, name, "algo"):
+        require_output_file(p, "quanta map")
 
 
 def write_outputs(job: Job, records: list[dict], pictures: bool = True) -> Path:

@@ -88,13 +88,14 @@ def run(args: argparse.Namespace) -> int:
     jobs = [ablation.job_for(w, args.question_file, args.random_rows, args.compat, args.store) for w in weights]
     if args.store and len(jobs) > 1:
         raise InputError("--store names one store: give one model, or leave it out")
-    for job in jobs:
-        for warning in ablation.question_warnings(job):
-            print(f"varith ablate: warning: {warning}", file=sys.stderr)
-    if not args.dry_run:
+    if not args.dry_run:  # before any work: every file it will write can be written (one line, nothing written)
         for job in jobs:
             require_writable_dir(job.out.parent, "output folder")
             require_writable_dir(job.store.parent, "--store folder")
+            ablation.check_outputs(job, pictures=not args.no_pictures)
+    for job in jobs:
+        for warning in ablation.question_warnings(job):
+            print(f"varith ablate: warning: {warning}", file=sys.stderr)
     failed = 0
     if args.reduce_only:
         outcomes = [(job, ablation.reduce_store(job, settings)) for job in jobs]
@@ -108,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
             return 0
         install_sigterm()
         outcomes = ablation.run_many(jobs, settings, spec)
-    for job, records in outcomes:
+    for (job, records), given in zip(outcomes, weights, strict=True):
         before = ablation.mode_of(job.out) if job.out.is_file() else None
         try:
             paths = ablation.write_outputs(job, settings, records, pictures=not args.no_pictures)
@@ -123,4 +124,37 @@ def run(args: argparse.Namespace) -> int:
                 "both stay in the store (--reduce-only, with or without --compat, switches back)",
                 file=sys.stderr,
             )
+        _warn_stale(job.out, given, args.compat)
     return 2 if failed else 0
+
+
+def _warn_stale(behavior: Path, weights, compat: bool) -> None:
+    """One line when files made from the behaviour file (its maths file, quanta maps) are now older than it
+    (analysis.behavior.stale_files), and the commands that remake them."""
+    from analysis.behavior import stale_files
+    from analysis.quanta import VIEWS, map_paths
+    from arith.names import ARTIFACT_SUFFIXES
+
+    stale = stale_files(behavior)
+    if not stale:
+        return
+    flag = " --compat" if compat else ""
+    name = behavior.name.removesuffix(ARTIFACT_SUFFIXES["behavior"])
+    algo_made = [
+        p for p in stale if p.name.endswith(ARTIFACT_SUFFIXES["maths"]) or p in map_paths(p.parent, name, "algo")
+    ]
+    fixes = []
+    if algo_made:
+        fixes.append(f"`varith algo {weights}{flag}` remakes the maths file and its map")
+    if len(algo_made) < len(stale):
+        fixes.append(f"`varith ablate {weights}{flag} --reduce-only` redraws the maps")
+    views = [v for v in (*VIEWS, "algo") if set(map_paths(behavior.parent, name, v)) & set(stale)]
+    shown = {p for v in views for p in map_paths(behavior.parent, name, v)}
+    what = [p.name for p in stale if p not in shown]
+    if views:
+        what.append(f"the quanta maps ({', '.join(views)}, SVG and PNG)")
+    print(
+        f"varith ablate: warning: stale (older than {behavior}, the behaviour file they are made from): "
+        f"{' and '.join(what)}; {' and '.join(fixes)}",
+        file=sys.stderr,
+    )

@@ -67,9 +67,13 @@ def run(args: argparse.Namespace) -> int:
     need_ablation = not run_dir.behavior_json.is_file()
     if args.reduce_only:
         if need_ablation:
-            raise InputError(f"{run_dir.behavior_json}: no behaviour file; --reduce-only reads the search's store")
+            raise InputError(
+                f"{run_dir.behavior_json}: no behaviour file, so no search of one to rebuild the maths file from; "
+                f"run `varith algo {weights}` (without --reduce-only: the ablation runs first)"
+            )
         require_writable_dir(run_dir.path, "output folder")
         job = algo_run.job_for(weights, store=args.store)
+        algo_run.check_outputs(job.out, job.model.name)
         return _report(job, algo_run.reduce_store(job, settings), args.check)
     spec = None if args.cluster == "none" else cluster_spec(args, n_tasks=16, preload=("hpc.algo_run",))
     if args.dry_run:
@@ -79,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
         print_dry_run(spec, f"{run_dir.name}: {first}algorithm search -> {args.store or run_dir.store}/algo")
         return 0
     require_writable_dir(run_dir.path, "output folder")
-    install_sigterm()
+    # before any work: the weights load, every output can be written, the store holds no search of another file
     if need_ablation:
         ab_settings = ablation.Settings(
             rule=ablation.MeanRule.COMPAT if args.compat else ablation.MeanRule.CORRECTED,
@@ -89,15 +93,22 @@ def run(args: argparse.Namespace) -> int:
             fresh=args.fresh,
             wait=not args.no_wait,
         )
-        job = ablation.job_for(weights, args.question_file, None, args.compat, args.store)
-        for warning in ablation.question_warnings(job):
+        ab_job = ablation.job_for(weights, args.question_file, None, args.compat, args.store)
+        ablation.check_outputs(ab_job)
+        algo_run.check_outputs(run_dir.maths_json, run_dir.name)
+        for warning in ablation.question_warnings(ab_job):
             print(f"varith algo: warning: {warning}", file=sys.stderr)
-        ((job, records),) = ablation.run_many([job], ab_settings, spec)
-        ablation.write_outputs(job, ab_settings, records)
-        print(f"{job.model.name}: {len(records)} useful nodes -> {job.out}")
     else:
-        _note_other_ablation(run_dir.behavior_json, "compat" if args.compat else "corrected", args.question_file)
-    job = algo_run.job_for(weights, store=args.store)
+        job = algo_run.job_for(weights, store=args.store)
+        algo_run.check_outputs(job.out, job.model.name)
+        algo_run.check_store(job, settings)
+        _note_other_ablation(job, settings, args.question_file)
+    install_sigterm()
+    if need_ablation:
+        ((ab_job, records),) = ablation.run_many([ab_job], ab_settings, spec)
+        ablation.write_outputs(ab_job, ab_settings, records)
+        print(f"{ab_job.model.name}: {len(records)} useful nodes -> {ab_job.out}")
+        job = algo_run.job_for(weights, store=args.store)
     return _report(job, algo_run.run(job, settings, spec), args.check)
 
 
@@ -116,12 +127,21 @@ def _report(job, records: list[dict], check: bool) -> int:
     return 0
 
 
-def _note_other_ablation(behavior, mode: str, question_file: str | None) -> None:
+def _note_other_ablation(job, settings, question_file: str | None) -> None:
     """The behaviour file is used as it is; say so when it was made another way than this run asks."""
-    from hpc.ablation import mode_of
+    from hpc.ablation import ablate_command, mode_of
 
-    made = mode_of(behavior)
-    if made and made != mode:
-        print(f"note: using {behavior}, made by the {made} ablation (varith ablate to redo it)", file=sys.stderr)
+    made = mode_of(job.behavior)
+    if made and made != settings.mode:
+        compat = " --compat" if settings.compat else ""
+        print(
+            f"note: using {job.behavior} as it is, made by `{ablate_command(job.behavior, job.given)}`; "
+            f"run `varith ablate {job.given}{compat}` first for the {settings.mode} ablation",
+            file=sys.stderr,
+        )
     if question_file:
-        print(f"note: using {behavior} as it is; --question-file is for the ablation", file=sys.stderr)
+        print(
+            f"note: using {job.behavior} as it is; --question-file is for the ablation "
+            f"(`varith ablate {job.given} --question-file {question_file}` first to use it)",
+            file=sys.stderr,
+        )

@@ -154,3 +154,107 @@ def test_compat_says_which_file_it_replaced(demo_model, tmp_path, monkeypatch):
     assert f"note: {DEMO_NAME}/{DEMO_NAME}_behavior.json (made by the corrected ablation) now holds the compat" in (
         proc.stderr
     )
+
+
+# ------------------------------------------------------------------------------------------------ before any work
+
+
+@pytest.mark.parametrize(
+    "folder, what",
+    [
+        ("_behavior.json", "behaviour file"),
+        ("_behavior.meta.json", "behaviour sidecar"),
+        ("_quanta_neg.png", "quanta map"),  # a view this model may never draw: refused all the same
+    ],
+)
+def test_an_output_path_that_is_a_folder_is_refused_before_any_work(blank, tmp_path, folder, what):
+    path = Path(f"{BLANK}/{BLANK}{folder}")
+    path.mkdir()
+    (path / "keep.txt").write_text("mine")
+    proc = ablate(str(blank), cwd=tmp_path)  # the default Dask cluster: refused before it starts
+    assert_one_line_error(proc, what, str(path), "is a folder", "left as it is")
+    assert "dask" not in proc.stdout.lower()
+    assert (path / "keep.txt").read_text() == "mine" and not Path(f"{BLANK}/{BLANK}.zarr").exists()
+    if "quanta" in folder:  # without pictures it is no output
+        proc = ablate(str(blank), "--cluster", "none", "--no-pictures", cwd=tmp_path)
+        assert "answers none of the" in proc.stderr, proc.stderr
+
+
+def test_algo_checks_the_maths_file_its_map_and_the_ablation_outputs_first(blank, tmp_path):
+    maths = Path(f"{BLANK}/{BLANK}_maths.json")
+    algo_map = Path(f"{BLANK}/{BLANK}_quanta_algo.svg")
+    for path, what, runs in ((maths, "maths file", ((), ("--reduce-only",))), (algo_map, "quanta map", ((),))):
+        path.mkdir()
+        for extra in runs:
+            if extra:  # --reduce-only reads a behaviour file's search: give it one
+                Path(f"{BLANK}/{BLANK}_behavior.json").write_text(json.dumps([NODE]))
+            proc = varith("algo", str(blank), "--no-progress", *extra, cwd=tmp_path)
+            assert_one_line_error(proc, what, str(path), "is a folder")
+            assert not Path(f"{BLANK}/{BLANK}.zarr").exists()
+            Path(f"{BLANK}/{BLANK}_behavior.json").unlink(missing_ok=True)
+        path.rmdir()
+    # the ablation algo runs first when there is no behaviour file checks its outputs too
+    Path(f"{BLANK}/{BLANK}_quanta_impact.png").mkdir()
+    assert_one_line_error(varith("algo", str(blank), cwd=tmp_path), "quanta map", "_quanta_impact.png")
+    # a maths file that is not one (someone's notes) is never replaced
+    Path(f"{BLANK}/{BLANK}_quanta_impact.png").rmdir()
+    maths.write_text("my notes\n")
+    assert_one_line_error(varith("algo", str(blank), cwd=tmp_path), str(maths), "not a behaviour or maths file")
+    assert maths.read_text() == "my notes\n" and not Path(f"{BLANK}/{BLANK}.zarr").exists()
+
+
+def test_truncated_weights_are_one_line_and_start_no_cluster(blank, tmp_path):
+    blank.write_bytes(blank.read_bytes()[:3000])
+    for command in ("ablate", "algo"):
+        proc = varith(command, str(blank), "--no-progress", cwd=tmp_path)  # default: a local Dask cluster
+        assert_one_line_error(proc, f"weights {blank}", "not a readable torch state dict")
+        assert "dask" not in proc.stdout.lower(), proc.stdout
+    assert not Path(f"{BLANK}/{BLANK}.zarr").exists()
+
+
+# ------------------------------------------------------------------------------------------------ algo after ablate
+
+
+def test_algo_after_another_ablation_says_which_command_to_run(demo_model, tmp_path):
+    import re
+
+    folder = tmp_path / DEMO_NAME
+    folder.mkdir()
+    for suffix in (".pth", "_train.json"):
+        shutil.copy(Path(demo_model).with_name(DEMO_NAME + suffix), folder / (DEMO_NAME + suffix))
+    w = f"{DEMO_NAME}/{DEMO_NAME}.pth"
+    maths = folder / f"{DEMO_NAME}_maths.json"
+
+    def run(*args):
+        return varith(*args, "--cluster", "none", "--no-progress", cwd=tmp_path)
+
+    assert run("algo", w).returncode == 0  # the corrected ablation, then the search
+    proc = run("ablate", w, "--compat", "--no-pictures")
+    assert proc.returncode == 0, proc.stderr
+    # the maths file and its map were made from the file the compat ablation replaced: one warning line
+    (stale,) = [line for line in proc.stderr.splitlines() if "warning" in line]
+    assert "stale" in stale and maths.name in stale and f"`varith algo {w} --compat`" in stale, stale
+    before = maths.read_bytes()
+    proc = run("algo", w)
+    assert_one_line_error(
+        proc,
+        f"was made by `varith ablate {w} --compat`",
+        f"is of the one `varith ablate {w}` made",
+        f"`varith algo {w} --compat`",
+        f"`varith ablate {w}` first",
+        f"`varith algo {w} --fresh`",
+    )
+    assert not re.search(r"[0-9a-f]{40}", proc.stderr), proc.stderr  # in words, no hashes
+    proc = varith("algo", w, "--reduce-only", cwd=tmp_path)
+    assert_one_line_error(proc, "cannot be rebuilt", f"`varith algo {w} --compat`")
+    assert maths.read_bytes() == before
+    # the advice works, and the maths file is current again (compare no longer warns)
+    assert run("algo", w, "--compat").returncode == 0
+    proc = varith("compare", str(maths.relative_to(tmp_path)), str(maths.relative_to(tmp_path)), cwd=tmp_path)
+    assert proc.returncode == 0 and "warning" not in proc.stderr, proc.stderr
+    # a question-file ablation (into another store): algo names it and the command for the varied questions
+    Path(tmp_path / "q.txt").write_text("".join(f"{a:02d}+{(a * 37) % 100:02d}\n" for a in range(100)))
+    proc = run("ablate", w, "--question-file", "q.txt", "--store", "q.zarr", "--no-pictures")
+    assert proc.returncode == 0, proc.stderr
+    proc = run("algo", w)
+    assert_one_line_error(proc, f"`varith ablate {w} --question-file q.txt`", f"`varith ablate {w}` first")

@@ -334,7 +334,7 @@ def test_cli_runs_the_ablation_first_and_checks(demo_model, tmp_path):
     # the behaviour file is reused as it is, with a note when the ablation was made the other way
     proc = varith("algo", str(folder / f"{DEMO_NAME}.pth"), "--cluster", "none", "--compat", "--no-progress")
     assert proc.returncode == 0, proc.stderr
-    assert "made by the corrected ablation" in proc.stderr
+    assert f"made by `varith ablate {folder / DEMO_NAME}.pth`; run `varith ablate" in proc.stderr, proc.stderr
     assert json.loads((folder / f"{DEMO_NAME}_maths.json").read_text()) is not None
     proc = varith("algo", str(folder / "missing.pth"), "--cluster", "none")
     assert proc.returncode == 2 and "no such weights file" in proc.stderr
