@@ -134,9 +134,9 @@ def run(args: argparse.Namespace) -> int:
             runs.fail_run(out, exc)
         raise InputError(f"{exc}; rerun with --no-resume to start over, or train into another --out") from None
     except Diverged as exc:  # the run failed, not the input: one line, exit 1, the last good checkpoint kept
-        if rank0:
+        if rank0:  # every rank reached the same verdict at the same step; one line says it
             runs.fail_run(out, exc)
-        print(f"{prog}: error: {exc}", file=sys.stderr)
+            print(f"{prog}: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:  # a second Ctrl-C: stopped at once, at the newest checkpoint
         if rank0:
@@ -153,11 +153,12 @@ def run(args: argparse.Namespace) -> int:
             runs.stop_run(out, result)
         ckpt = newest_checkpoint(run_dir.checkpoints)
         if result.stopped_by is not None:
-            print(
-                f"{prog}: {cfg.name}: interrupted by {result.stopped_by} at step {result.steps_done}; "
-                f"checkpoint {ckpt}; run the same command again to continue",
-                file=sys.stderr,
-            )
+            if rank0:
+                print(
+                    f"{prog}: {cfg.name}: interrupted by {result.stopped_by} at step {result.steps_done}; "
+                    f"checkpoint {ckpt}; run the same command again to continue",
+                    file=sys.stderr,
+                )
             return 128 + getattr(signal, result.stopped_by, signal.SIGTERM)
         print(
             f"{cfg.name}: stopped after {result.steps_done} steps "
