@@ -30,7 +30,7 @@ from hpc.verification import VerifyWork, verify_distributed
 from hpc.verify_store import ALL_ARRAYS, DATA_ARRAYS, make_fingerprint, prepare_suite
 from tests.conftest import assert_one_line_error
 from tests.conftest import varith as _varith
-from tests.test_verify_dask import MIXED, make_random_model, reference_report
+from tests.test_verify_dask import FP32, MIXED, make_random_model, reference_report
 
 SUITE = ExhaustiveSuite(2, (ADD, SUB), block_size=1000)  # 20 blocks: 0-9 addition, 10-19 subtraction
 CAP = 16
@@ -77,11 +77,12 @@ def open_store(model: Path, root: Path, fresh: bool = False, log=None) -> Verify
     sha = sha256_file(model)
     fp = make_fingerprint(sha, SUITE.fingerprint(), "reference", "fp32", CAP)
     store = prepare_suite(root, SUITE.name, fp, SUITE.n_blocks, SUITE.n_digits, CAP, fresh=fresh, suite=SUITE, log=log)
-    return VerifyWork(str(model.resolve()), sha, shape, SUITE, store)
+    return VerifyWork(str(model.resolve()), sha, shape, SUITE, store, precision="fp32")
 
 
 def run(spec: VerifyWork, cluster) -> dict:
     counts = verify_distributed(cluster.client, spec, progress=False)
+    counts.choice = FP32
     extra = {"weights_sha256": spec.weights_sha256, "mode": spec.mode}
     return accuracy_report(counts, SUITE, Path(spec.weights).stem, extra)
 

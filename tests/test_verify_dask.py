@@ -23,6 +23,7 @@ import torch
 from analysis.accuracy import accuracy_report
 from arith.errors import InputError
 from arith.files import sha256_file
+from arith.scoring import PrecisionChoice
 from arith.verify import BlockCounts, ExhaustiveSuite, RandomSuite, evaluate_block
 from arith.vocab import ADD, SUB
 from arith.weights import load_model, model_info
@@ -81,16 +82,21 @@ def task_spec(weights: Path, suite, store_root: Path, fresh: bool = False, mode:
     sha = sha256_file(weights)
     fp = make_fingerprint(sha, suite.fingerprint(), mode, "fp32", 16)
     store = prepare_suite(store_root, suite.name, fp, suite.n_blocks, suite.n_digits, 16, fresh=fresh, suite=suite)
-    return VerifyWork(str(weights.resolve()), sha, shape, suite, store, mode=mode)
+    return VerifyWork(str(weights.resolve()), sha, shape, suite, store, mode=mode, precision="fp32")
 
 
 def reference_report(weights: Path, suite, mode: str = "reference") -> dict:
     shape, _n, _cfg = model_info(weights)
-    counts = verify_in_process(load_model(weights, shape), suite, mode, progress=False)
+    counts = verify_in_process(load_model(weights, shape), suite, mode, precision="fp32", progress=False)
     return accuracy_report(counts, suite, weights.stem, extra={"weights_sha256": sha256_file(weights), "mode": mode})
 
 
+FP32 = PrecisionChoice("fp32", "--precision fp32", "fp32")  # what `run_dask` records for --precision fp32
+
+
 def dask_report(spec: VerifyWork, counts, weights: Path) -> dict:
+    """The report of a distributed run of `spec` (fp32, as `reference_report`; run_dask records the choice)."""
+    counts.choice = FP32
     return accuracy_report(
         counts, spec.suite, weights.stem, extra={"weights_sha256": spec.weights_sha256, "mode": spec.mode}
     )
@@ -206,6 +212,8 @@ def test_driver_interrupted_from_the_command_line_then_rerun(mixed, tmp_path):
         "--store",
         str(store),
         "--no-progress",
+        "--precision",
+        "fp32",  # (auto probes bf16's speed on runs this large: the reference must make the same choice)
     ]
     cmd = [sys.executable, "-m", "jobs", "verify", *common, "--workers", "1", "--out", str(out_a)]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

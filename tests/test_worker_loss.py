@@ -54,7 +54,7 @@ def test_worker_killed_at_any_moment_changes_nothing(model, truth, tmp_path, mom
     out, store = tmp_path / "acc.json", tmp_path / "s.zarr"
     cmd = [sys.executable, "-m", "jobs", "verify", str(model), "--questions", str(SUITE.n_questions)]
     cmd += ["--block-size", str(SUITE.block_size), "--ops", "add", "--workers", "2"]
-    cmd += ["--store", str(store), "--out", str(out), "--no-progress"]
+    cmd += ["--store", str(store), "--out", str(out), "--no-progress", "--precision", "fp32"]  # as reference_report
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         driver = psutil.Process(proc.pid)
