@@ -129,29 +129,30 @@ def signal_after_step(proc: subprocess.Popen, progress: Path, step: int, sig: in
 
 
 def test_sigterm_checkpoints_shows_stopped_and_the_same_command_resumes_bit_identically(tmp_path):
-    cmd = ("train", TINY, *SMALL, "--log-every", "5")
+    cmd = ("train", TINY, "--steps", "100", *SMALL, "--log-every", "5")
+    name = "add_d2_l1_h3_t100_s123456"  # --steps renames the run
     whole = user(*cmd, "--out", "whole", cwd=tmp_path)
     assert whole.returncode == 0, whole.stderr
 
     # the job log's progress: a plain line about every 5% with the step, the loss, the rate and the time left
-    lines = [ln for ln in whole.stderr.splitlines() if ln.startswith(f"{TINY}: ")]
+    lines = [ln for ln in whole.stderr.splitlines() if ln.startswith(f"{name}: ")]
     assert 15 <= len(lines) <= 24, whole.stderr
     for line in lines[:-1]:
-        assert re.match(rf"{TINY}: \d+/300 step \(\d+%\), loss [\d.e-]+, [\d.,]+ step/s, .*, ETA \d", line), line
-    assert lines[-1].startswith(f"{TINY}: 300/300 step (100%)") and "ETA" not in lines[-1]
+        assert re.match(rf"{name}: \d+/100 step \(\d+%\), loss [\d.e-]+, [\d.,]+ step/s, .*, ETA \d", line), line
+    assert lines[-1].startswith(f"{name}: 100/100 step (100%)") and "ETA" not in lines[-1]
 
     part = start(*cmd, "--no-progress", "--out", "part", cwd=tmp_path)
-    out, err = signal_after_step(part, tmp_path / "part" / TINY / "progress.json", 20, signal.SIGTERM)
+    out, err = signal_after_step(part, tmp_path / "part" / name / "progress.json", 20, signal.SIGTERM)
     assert part.returncode == 143, (part.returncode, out, err)
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
     m = re.search(r"interrupted by SIGTERM at step (\d+); checkpoint (\S+); run the same command again", err)
     assert m, err
     step = int(m.group(1))
-    assert 20 <= step < 300
-    run = tmp_path / "part" / TINY
+    assert 20 <= step < 100
+    run = tmp_path / "part" / name
     assert Path(tmp_path / m.group(2)) == run / "checkpoints" / f"step_{step:08d}"  # no step lost
     assert (run / "checkpoints" / f"step_{step:08d}" / "model.safetensors").is_file()
-    assert not (run / f"{TINY}.pth").exists()
+    assert not (run / f"{name}.pth").exists()
 
     row = status_row(tmp_path, "part")
     assert row["state"] == "stopped" and row["step"] == step and "SIGTERM" in row["detail"], row
@@ -162,11 +163,11 @@ def test_sigterm_checkpoints_shows_stopped_and_the_same_command_resumes_bit_iden
     assert again.returncode == 0, again.stderr
     assert again.stderr.count("resuming from step") == 1 and f"resuming from step {step} " in again.stderr
     assert status_row(tmp_path, "part")["state"] == "done"
-    a = torch.load(tmp_path / "whole" / TINY / f"{TINY}.pth", weights_only=True)
-    b = torch.load(run / f"{TINY}.pth", weights_only=True)
+    a = torch.load(tmp_path / "whole" / name / f"{name}.pth", weights_only=True)
+    b = torch.load(run / f"{name}.pth", weights_only=True)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    la = json.loads((tmp_path / "whole" / TINY / f"{TINY}_train.json").read_text())["TrainingLoss"]
-    lb = json.loads((run / f"{TINY}_train.json").read_text())["TrainingLoss"]
+    la = json.loads((tmp_path / "whole" / name / f"{name}_train.json").read_text())["TrainingLoss"]
+    lb = json.loads((run / f"{name}_train.json").read_text())["TrainingLoss"]
     assert la == lb
 
 
