@@ -520,8 +520,8 @@ def train(
             sync_losses()
             _save_checkpoint(accelerator, paths.checkpoints, done, cfg)
             saved = done
-        if stop:
-            stopped_by = (interrupts.caught if interrupts is not None else None) or "a signal on another rank"
+        if stop is not None:
+            stopped_by = stop
             break
     bar.close()
     sync_losses()
@@ -541,15 +541,19 @@ def train(
     return TrainResult(cfg.name, weights, train_json, state.step, complete, final, None if complete else stopped_by)
 
 
-def _agree(accelerator, loss: torch.Tensor, interrupts: Interrupts | None, world: int) -> tuple[torch.Tensor, bool]:
-    """(the loss averaged over the ranks, whether any rank caught a signal): one all-reduce under DDP, so every
-    rank stops after the same step and judges the same loss."""
-    caught = interrupts is not None and interrupts.caught is not None
+def _agree(
+    accelerator, loss: torch.Tensor, interrupts: Interrupts | None, world: int
+) -> tuple[torch.Tensor, str | None]:
+    """(the loss averaged over the ranks, the signal some rank caught or None): one all-reduce under DDP, so
+    every rank stops after the same step, names the same signal and judges the same loss."""
+    caught = interrupts.caught if interrupts is not None else None
     if world == 1:
         return loss, caught
-    both = torch.stack([loss.to(torch.float64), torch.tensor(float(caught), dtype=torch.float64, device=loss.device)])
-    both = accelerator.reduce(both, reduction="mean")
-    return both[0], bool(both[1] > 0)
+    names = tuple(signal.Signals(s).name for s in Interrupts.SIGNALS)
+    flags = torch.tensor([float(caught == n) for n in names], dtype=torch.float64, device=loss.device)
+    both = accelerator.reduce(torch.cat([loss.to(torch.float64).reshape(1), flags]), reduction="mean")
+    seen = [n for n, f in zip(names, both[1:].tolist(), strict=True) if f > 0]
+    return both[0], seen[0] if seen else None
 
 
 def _diverged(cfg: TrainConfig, step: int, loss: float, grad_max: float, saved: int) -> Diverged:
