@@ -30,6 +30,7 @@ from arith.files import require_writable_dir
 from arith.names import parse_seed
 from hpc.launcher import BACKENDS, LaunchConfig, resolve_cluster
 from hpc.profile import SLURM_FLAG_HELP, check_keys, resolve_slurm
+from hpc.rundir import submitit_folder
 from hpc.sweeps import SweepOptions, SweepRequest, read_sweep_file, run_sweep
 from hpc.training import TRAIN_OVERRIDES
 from jobs.status import format_table
@@ -132,7 +133,7 @@ def options_from_args(args) -> SweepOptions:
         raise InputError(f"batch size {batch} does not split evenly across {settings.world_size} tasks")
     max_parallel = args.max_parallel if args.max_parallel is not None else data.get("max_parallel")
     explicit_time = args.time is not None or profile_path is not None or "time" in (data.get("slurm") or {})
-    folder = runs_dir.absolute() / ".submitit" / "%j"
+    folder = submitit_folder(runs_dir.absolute(), cluster)
     lc = LaunchConfig(
         cluster=cluster,
         folder=folder,

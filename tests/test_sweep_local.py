@@ -53,11 +53,14 @@ def test_local_sweep_lands_artifacts_then_skips_done(tmp_path, capsys):
         assert m.state == "done" and m.attempts == 1 and m.cluster == "local"
         assert m.job_id and m.job_id.isdigit()
         assert m.stdout and Path(m.stdout).is_file()
+        assert "%j" not in m.stdout
         assert m.steps_done == 40 and m.final_loss is not None
         assert markers.artifacts_ok(runs / name)
         manifest = markers.read_manifest(runs / name)
         assert set(manifest["artifacts"]) == {f"{name}.pth", f"{name}_train.json"}
         assert manifest["seed"] == int(name[-6:]) and manifest["packages"]["torch"]
+    # submitit's local runner does not expand %j: no folder of that literal name is left behind
+    assert not [p for p in (runs / ".submitit").rglob("*") if "%" in p.name]
     capsys.readouterr()
 
     # again: both are done and check out, nothing is submitted
