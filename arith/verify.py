@@ -315,8 +315,9 @@ def choose_precision(
         return PrecisionChoice("fp32", f"auto: no native bf16 on {device.type}, where fp32 is faster")
     total = suite_questions(suite)
     if total < min_questions:
+        size = f"{total:,} questions" if total else "a curated suite (a few thousand questions at most)"
         return PrecisionChoice(
-            "fp32", f"auto: {total:,} questions, under the {min_questions:,} for which bf16 could pay for its probe"
+            "fp32", f"auto: {size}, under the {min_questions:,} for which bf16 could pay for its probe"
         )
     x, y, op = suite.block(0)
     prefix = isinstance(suite, ExhaustiveSuite)

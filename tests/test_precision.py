@@ -163,7 +163,9 @@ def test_cli_precisions_write_the_same_report(demo_model, tmp_path):
         )  # fmt: skip
         assert proc.returncode == 0, proc.stderr
         report = json.loads(out.read_text())["exhaustive"]
-        assert set(report["scoring"]) == {"rechecked", "logit_error_bound"}
+        assert set(report["scoring"]) == {"rechecked", "logit_error_bound", "precision", "requested", "reason"}
+        assert report["scoring"]["requested"] == precision
+        assert report["scoring"]["precision"] == (precision if precision != "auto" else "fp32")  # 10,000: too few to probe
         rechecked = f"fast scoring: {report['scoring']['rechecked']:,} questions re-scored by the plain fp32 forward"
         assert rechecked in proc.stdout
         outs[precision] = json.dumps({k: v for k, v in report.items() if k != "scoring"})
