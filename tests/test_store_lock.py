@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -47,6 +48,18 @@ def wait_for_done_chunks(proc: subprocess.Popen, store: Path, n: int) -> None:
     assert proc.poll() is None, proc.communicate()
 
 
+def pause_holding_the_lock(proc: subprocess.Popen, store: Path, n_blocks: int) -> None:
+    """Stop the run (SIGSTOP) while it is writing: it keeps its lock until `resume`. Not all its blocks are
+    done yet, so it has not reached its reduction, which it finishes before it lets go of the group."""
+    os.kill(proc.pid, signal.SIGSTOP)
+    done = store / "verify" / "random" / "done" / "c"
+    assert proc.poll() is None and len(os.listdir(done)) < n_blocks
+
+
+def resume(proc: subprocess.Popen) -> None:
+    os.kill(proc.pid, signal.SIGCONT)
+
+
 def single_run(cwd: Path, out: str, *args: str) -> bytes:
     """The true report of `varith verify ARGS` (weights first): one process, no store."""
     r = varith("verify", *args, "--cluster", "none", "--out", out, cwd=cwd)
@@ -77,7 +90,14 @@ def test_second_run_with_fresh_and_another_seed_waits_and_both_are_true(model, t
     a_args = [str(model), "--questions", "16000", *BLOCKS, "--store", "s.zarr"]
     first = start(tmp_path, "verify", *a_args, "--workers", "1", "--out", "a.json")
     wait_for_done_chunks(first, tmp_path / "s.zarr", 1)
-    second = varith("verify", *a_args, "--fresh", "--seed", "111", "--workers", "1", "--out", "b.json", cwd=tmp_path)
+    pause_holding_the_lock(first, tmp_path / "s.zarr", 16)  # (so that the second surely starts meanwhile)
+    try:
+        second = start(tmp_path, "verify", *a_args, "--fresh", "--seed", "111", "--workers", "1", "--out", "b.json")
+        waiting = second.stderr.readline()  # the second has reached the store: it waits
+    finally:
+        resume(first)
+    out_b, err_b = second.communicate(timeout=300)
+    second = subprocess.CompletedProcess(second.args, second.returncode, out_b, waiting + err_b)
     _out, err = first.communicate(timeout=300)
     assert first.returncode == 0, err
     assert second.returncode == 0, second.stderr
@@ -110,7 +130,11 @@ def test_second_run_with_no_wait_is_refused_and_the_first_is_true(model, tmp_pat
     args = [str(model), "--questions", "16000", *BLOCKS, "--store", "s.zarr"]
     first = start(tmp_path, "verify", *args, "--workers", "1", "--out", "a.json")
     wait_for_done_chunks(first, tmp_path / "s.zarr", 1)
-    refused = varith("verify", *args, "--fresh", "--seed", "111", "--no-wait", "--out", "b.json", cwd=tmp_path)
+    pause_holding_the_lock(first, tmp_path / "s.zarr", 16)
+    try:
+        refused = varith("verify", *args, "--fresh", "--seed", "111", "--no-wait", "--out", "b.json", cwd=tmp_path)
+    finally:
+        resume(first)
     assert_one_line_error(refused, f"store {tmp_path}/s.zarr/verify/random: another run", "is writing it")
     assert f"(pid {first.pid} on " in refused.stderr and "--no-wait" in refused.stderr
     assert not (tmp_path / "b.json").exists()
