@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from arith import complexity
-from arith.errors import InputError, clip
+from arith.errors import InputError, clip, plural
 from arith.files import atomic_write_json
 from arith.verify import N_CCOLS, BlockCounts, ExhaustiveSuite, RandomSuite, Suite
 from arith.vocab import OP_CHAR, QCLASS_NAMES, Layout, encode, tokens_to_strings
@@ -317,7 +317,7 @@ def format_table(report: dict) -> str:
         lines.append(f"  scored in {scoring['precision']} ({scoring.get('reason', '')})")
     if scoring.get("logit_error_bound"):
         lines.append(
-            f"  fast scoring: {scoring['rechecked']:,} questions re-scored by the plain fp32 forward (logit error "
-            f"bound {scoring['logit_error_bound']:.2g}); the verdicts are the plain fp32 forward's"
+            f"  fast scoring: {plural(scoring['rechecked'], 'question')} re-scored by the plain fp32 forward "
+            f"(logit error bound {scoring['logit_error_bound']:.2g}); the verdicts are the plain fp32 forward's"
         )
     return "\n".join(lines)

@@ -11,3 +11,8 @@ def clip(text: object, limit: int = 80) -> str:
     if len(text) <= limit:
         return text
     return f"{text[: max(limit - 3, 0)]}... ({len(text):,} characters)"
+
+
+def plural(n: int, word: str, words: str | None = None) -> str:
+    """'1 block', '12 blocks', '240,000 questions': a count and its noun, for messages."""
+    return f"{n:,} {word if n == 1 else (words or word + 's')}"

@@ -178,14 +178,23 @@ class BlockGroup:
         self._same_generation(k)
         self._array("done")[k] = 1  # last: the row is complete
 
+    def attributes(self) -> dict:
+        """The group's attributes as stored ({} when its metadata cannot be read)."""
+        try:
+            return json.loads(Path(self.location, "zarr.json").read_bytes()).get("attributes") or {}
+        except (OSError, ValueError, AttributeError):
+            return {}
+
+    def set_attribute(self, key: str, value) -> None:
+        """Record a JSON value among the group's attributes (driver only, while it holds the group's lock)."""
+        import zarr
+
+        zarr.open_group(store=self.root, path=self.path, mode="r+", zarr_format=3).attrs[key] = value
+
     def _same_generation(self, k: int) -> None:
         if not self.generation:
             return
-        try:
-            attrs = json.loads(Path(self.location, "zarr.json").read_bytes()).get("attributes") or {}
-        except (OSError, ValueError, AttributeError):
-            attrs = {}
-        if attrs.get("generation") != self.generation:
+        if self.attributes().get("generation") != self.generation:
             raise InputError(
                 f"store {self.location}: cleared or rebuilt by another run since block {k} was handed out; "
                 "block not written"

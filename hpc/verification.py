@@ -17,10 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from arith.device import resolve_precision
-from arith.errors import InputError
+from arith.errors import InputError, plural
 from arith.files import sha256_file
 from arith.model import ModelShape
 from arith.progress import progress as progress_report
+from arith.scoring import PrecisionChoice
 from arith.verify import DEFAULT_CAP, BlockCounts, Suite, evaluate_block
 from hpc.blocks import DEFAULT_RETRIES, run_checked, worker_model
 from hpc.cluster import ClusterSpec
@@ -146,11 +147,6 @@ class DaskVerify:
     wait: bool = True  # another run writing the same suite of the store: wait for it (False: refuse)
 
 
-def plural(n: int, word: str, words: str | None = None) -> str:
-    """'1 block', '12 blocks', '240,000 questions'."""
-    return f"{n:,} {word if n == 1 else (words or word + 's')}"
-
-
 def plan_line(suite, n_done: int, location: str) -> str:
     """'random: 12 blocks (5 already done), 240,000 questions -> STORE': this run's blocks, of which were done
     by earlier runs, and this run's questions."""
@@ -165,6 +161,18 @@ def expected_questions(suite) -> int:
     from hpc.verify_store import expected_sizes
 
     return int(expected_sizes(suite).sum())
+
+
+CHOICE_ATTRIBUTE = "precision_choice"  # the last scoring run's PrecisionChoice, for a run that reuses every block
+
+
+def _stored_choice(group, requested: str) -> PrecisionChoice:
+    """The precision the store's blocks were last scored in, for a run that found every block done."""
+    stored = group.attributes().get(CHOICE_ATTRIBUTE) or {}
+    reason = "every block was scored by an earlier run"
+    if stored.get("precision") in ("fp32", "bf16"):
+        return PrecisionChoice(stored["precision"], f"{reason} ({stored.get('reason', '')})", requested)
+    return PrecisionChoice(requested if requested != "auto" else "unknown", f"{reason}; not recorded", requested)
 
 
 def run_dask(job: DaskVerify) -> BlockCounts:
@@ -193,7 +201,9 @@ def _run_locked(job: DaskVerify) -> BlockCounts:
     print(plan_line(suite, suite.n_blocks - len(pending), group.location), flush=True)
     if not pending:
         try:
-            return _reduce(group)
+            counts = _reduce(group)
+            counts.choice = _stored_choice(group, job.precision)
+            return counts
         except StoreDamage as exc:  # damaged since it was checked: redo those blocks on a cluster
             group.repair(exc.problems)
     # distributed's sync() logs a spurious callback error through tornado when Ctrl-C lands mid-call
@@ -207,6 +217,7 @@ def _run_locked(job: DaskVerify) -> BlockCounts:
             work.choose_precision, resources=handle.task_resources, retries=job.retries, pure=False
         ).result()
         work = dataclasses.replace(work, precision=choice.precision)
+        group.set_attribute(CHOICE_ATTRIBUTE, choice.as_dict())
         counts = verify_distributed(
             handle.client, work, retries=job.retries, resources=handle.task_resources, progress=job.progress
         )

@@ -92,8 +92,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--precision",
         default="auto",
         choices=VERIFY_PRECISIONS,
-        help="scoring precision: auto (default: bf16 where the device has it, else fp32), bf16 or fp32; bf16 "
-        "re-scores in fp32 every question whose verdict could differ, so the verdicts are fp32's",
+        help="scoring precision: auto (default: bf16 where the device has it natively and a probe of the first "
+        "block says it pays, else fp32), bf16 or fp32; bf16 re-scores in fp32 every question whose verdict could "
+        "differ, so the verdicts are fp32's",
     )
     p.add_argument(
         "--out",

@@ -15,7 +15,7 @@ import torch
 
 from analysis.accuracy import accuracy_report
 from arith.device import bf16_supported, resolve_precision
-from arith.errors import InputError
+from arith.errors import InputError, plural
 from arith.model import ModelShape, Transformer
 from arith.prefix import prefix_answer_logits, prefix_splits
 from arith.questions import exhaustive_block, random_block
@@ -165,8 +165,10 @@ def test_cli_precisions_write_the_same_report(demo_model, tmp_path):
         report = json.loads(out.read_text())["exhaustive"]
         assert set(report["scoring"]) == {"rechecked", "logit_error_bound", "precision", "requested", "reason"}
         assert report["scoring"]["requested"] == precision
-        assert report["scoring"]["precision"] == (precision if precision != "auto" else "fp32")  # 10,000: too few to probe
-        rechecked = f"fast scoring: {report['scoring']['rechecked']:,} questions re-scored by the plain fp32 forward"
+        # 10,000 questions: too few for auto to probe bf16
+        assert report["scoring"]["precision"] == (precision if precision != "auto" else "fp32")
+        n_rechecked = plural(report["scoring"]["rechecked"], "question")
+        rechecked = f"fast scoring: {n_rechecked} re-scored by the plain fp32 forward"
         assert rechecked in proc.stdout
         outs[precision] = json.dumps({k: v for k, v in report.items() if k != "scoring"})
     assert outs["fp32"] == outs["bf16"] == outs["auto"]

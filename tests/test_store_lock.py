@@ -116,11 +116,16 @@ def test_second_run_with_fresh_and_another_seed_waits_and_both_are_true(model, t
     assert again.returncode == 0, again.stderr
     assert "random: 16 blocks (16 already done), 16,000 questions" in again.stdout
     assert without_scoring(tmp_path / "c.json") == without_scoring(tmp_path / "tb.json")
+    # the reusing run reports the precision the blocks were scored in, and that an earlier run scored them
+    scoring = json.loads((tmp_path / "c.json").read_text())["random"]["scoring"]
+    truth_scoring = json.loads((tmp_path / "tb.json").read_text())["random"]["scoring"]
+    assert scoring["precision"] == truth_scoring["precision"] and scoring["requested"] == truth_scoring["requested"]
+    assert scoring["reason"].startswith("every block was scored by an earlier run"), scoring
 
 
 def without_scoring(path: Path) -> dict:
-    """The report without its `scoring` field: a run that scores nothing itself (every block reused) makes no
-    precision choice to record (analysis.accuracy: comparisons across precisions drop this one field)."""
+    """The report without its `scoring` field (how many questions were re-scored, the precision's reason: what a
+    run that reuses every block cannot equal byte for byte)."""
     report = json.loads(path.read_text())
     report["random"].pop("scoring")
     return report
