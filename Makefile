@@ -77,7 +77,7 @@ oracle: setup
 
 # a real single-node SLURM on this machine (root; Debian packages), for the tests marked `slurm`
 slurm-up:
-	bash hpc/slurm_local.sh start
+	bash tools/slurm_local.sh start
 
 slurm-down:
-	bash hpc/slurm_local.sh stop
+	bash tools/slurm_local.sh stop

@@ -1,5 +1,5 @@
 """`hpc.scheduler.job_fate` over squeue and sacct outputs recorded on the single-node test cluster of
-hpc/slurm_local.sh (Slurm 22.05, partition debug, 2 fake GPUs), so the fate logic runs without SLURM.
+tools/slurm_local.sh (Slurm 22.05, partition debug, 2 fake GPUs), so the fate logic runs without SLURM.
 
 Recorded with `squeue -h -r --me -o '%i|%T|%r'` and `sacct -n -P -X -o JobID,State -j ...` after:
   9   sbatch --wrap 'sleep 150'                        (running, later cancelled)

@@ -1,4 +1,4 @@
-"""Real SLURM: submits jobs to a running controller (start one with `bash hpc/slurm_local.sh start`).
+"""Real SLURM: submits jobs to a running controller (start one with `bash tools/slurm_local.sh start`).
 
 Skipped where `sbatch` is not installed or the controller does not answer. Tiny models (d_model 32) keep
 each job at a few seconds; the preemption test waits for SLURM's requeue (~2 minutes on Slurm 22.05).

@@ -344,7 +344,7 @@ def test_slurm_cpu_profile_one_thread_per_worker_process(tmp_path):
 
 @pytest.mark.slurm
 def test_real_slurm_cluster(tiny, tmp_path):
-    """dask-jobqueue workers as jobs on the local single-node SLURM (hpc/slurm_local.sh)."""
+    """dask-jobqueue workers as jobs on the local single-node SLURM (tools/slurm_local.sh)."""
     if not shutil.which("sbatch") or not shutil.which("sinfo"):
         pytest.skip("no SLURM here (sbatch/sinfo absent)")
     try:

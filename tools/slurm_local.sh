@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Single-node SLURM on 127.0.0.1 for tests and CI (Debian 12, run as root, no systemd needed).
 #
-#   bash hpc/slurm_local.sh install   # apt-get the Debian packages (slurm 22.05, munge, slurmdbd, mariadb)
-#   bash hpc/slurm_local.sh start     # install when missing, then start munge, mariadb+slurmdbd, slurmctld, slurmd
-#   bash hpc/slurm_local.sh status    # which daemons run (by pidfile) and what sinfo says; exit 0 only when all run
-#   bash hpc/slurm_local.sh stop      # stop every daemon it started, by the PID in its pidfile (never by name)
+#   bash tools/slurm_local.sh install   # apt-get the Debian packages (slurm 22.05, munge, slurmdbd, mariadb)
+#   bash tools/slurm_local.sh start     # install when missing, then start munge, mariadb+slurmdbd, slurmctld, slurmd
+#   bash tools/slurm_local.sh status    # which daemons run (by pidfile) and what sinfo says; exit 0 only when all run
+#   bash tools/slurm_local.sh stop      # stop every daemon it started, by the PID in its pidfile (never by name)
 #
 # Idempotent: `start` leaves running daemons alone, `stop` ignores daemons that are not running.
 # Environment: WITH_ACCT=1 (default) runs slurmdbd+MariaDB so sacct works (submitit needs sacct to notice a hard-killed
@@ -88,7 +88,7 @@ JobAcctGatherType=jobacct_gather/none"
         gres_types="GresTypes=gpu"
     fi
     cat >"$CONF_DIR/slurm.conf" <<EOF
-# written by hpc/slurm_local.sh
+# written by tools/slurm_local.sh
 ClusterName=$CLUSTER
 SlurmctldHost=$host(127.0.0.1)
 SlurmUser=root
