@@ -1,4 +1,4 @@
-"""Mean ablation of nodes, many per forward, recomputing only what an ablation can change (upstream_spec 7).
+"""Mean ablation of nodes, many per forward, recomputing only what an ablation can change (docs/reference_facts.md F7).
 
 A node is one attention head at one position of one layer (its `hook_z` slice) or the MLP layer at one position
 (its `mlp.hook_post` slice). Mean ablation replaces that slice by its mean over a question set.
@@ -54,7 +54,7 @@ class Node:
         return f"P{self.position:0{width}d}L{self.layer}{tail}"
 
     def record(self, tags: list[str]) -> dict:
-        """The behaviour/maths JSON record of this node (upstream_spec 7.1)."""
+        """The behaviour/maths JSON record of this node (docs/reference_facts.md F7.1)."""
         return {"position": self.position, "layer": self.layer, "is_head": self.is_head, "num": self.num, "tags": tags}
 
 
@@ -89,7 +89,7 @@ class Means:
     resid_post: list[torch.Tensor]
 
     def layer0_everywhere(self) -> Means:
-        """The reference's means (spec 12.3): layer 0's, reused for every layer."""
+        """The reference's means (docs/reference_facts.md F10 item 3): layer 0's, reused for every layer."""
         n = len(self.z)
         return Means([self.z[0]] * n, [self.mlp_post[0]] * n, [self.resid_post[0]] * n)
 
@@ -221,7 +221,7 @@ def patch_for(node: Node, means: Means) -> tuple[str, Patch]:
 
 def position_patches(position: int, means: Means) -> dict:
     """Hooks that overwrite the residual stream at `position` after every layer with its mean (the useful
-    position test, spec 7 step 5)."""
+    position test, F7 step 5)."""
     return {
         f"blocks.{layer}.hook_resid_post": Patch(pos=position, value=means.resid_post[layer][position], kind="pos")
         for layer in range(len(means.resid_post))

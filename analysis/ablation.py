@@ -1,15 +1,15 @@
-"""The ablation stage of upstream_spec 7, as computations over question chunks (no I/O, no Dask).
+"""The ablation stage of docs/reference_facts.md F7, as computations over question chunks (no I/O, no Dask).
 
 1. `survey`: one clean pass over all varied questions: which the model answers (exact match of every answer
-   token, spec 6.3), the mean activations (see `MeanRule`) and the attention patterns averaged over the answered
+   token, F6.3), the mean activations (see `MeanRule`) and the attention patterns averaged over the answered
    questions.
-2. `position_failures`: per position, the failures (spec 6.2 rule) when the residual stream there is overwritten
+2. `position_failures`: per position, the failures (F6.2 rule) when the residual stream there is overwritten
    by its mean after every layer; a position with failures is useful.
 3. `node_failures`: per node at the useful positions (every head and the MLP of every layer), the failed flags
    and predicted answers of the answered questions under mean ablation, many nodes per forward
    (`analysis.ablate.ablated_logits`).
 
-`MeanRule.COMPAT` reproduces the published analyses (spec 13): means over all varied questions before the failed
+`MeanRule.COMPAT` reproduces the published analyses (F11): means over all varied questions before the failed
 ones are removed, layer 0's reused for every layer. `MeanRule.CORRECTED` (the default) takes each layer's own
 means over the questions the model answers.
 """
@@ -115,7 +115,7 @@ def survey(
 
 
 def _failed(logits: torch.Tensor, answers: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """(failed by the spec 6.2 rule, predicted tokens) for logits [..., n+2, V] and answers [..., n+2]."""
+    """(failed by the F6.2 rule, predicted tokens) for logits [..., n+2, V] and answers [..., n+2]."""
     lead = logits.shape[:-2]
     nll = answer_nll(logits, answers.expand(logits.shape[:-1])).mean(dim=-1).cpu().numpy().reshape(-1)
     pred = logits.argmax(dim=-1)

@@ -61,7 +61,8 @@ NINES = ((1, "six 9s"), (10, "five 9s"), (100, "four 9s"), (1000, "three 9s"), (
 
 
 def nines_verdict(tested: int, failed: int) -> str | None:
-    """The reference's verdict (upstream_spec 6.2), defined for exactly 1,000,000 questions of one operation."""
+    """The reference's verdict (docs/reference_facts.md F6.2), defined for exactly 1,000,000 questions of one
+    operation."""
     if tested != 1_000_000:
         return None
     for limit, words in NINES:

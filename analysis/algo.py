@@ -1,6 +1,6 @@
-"""Algorithm sub-task search (upstream_spec 8): interventions batched over row groups, and the tag search.
+"""Algorithm sub-task search (docs/reference_facts.md F8): interventions batched over row groups, and the tag search.
 
-An intervention (8.2) runs the store question, then the clean question with the head output (`hook_z`) of each
+An intervention (F8.2) runs the store question, then the clean question with the head output (`hook_z`) of each
 patched head at its own position overwritten by the store run's value; the intervened answer is the argmax at
 the n+2 answer positions (teacher forced). Here every (unit, test) of a task is one row of one batch: the rows
 hold the clean questions, and one `Patch` per layer overwrites, row by row, the (position, head) slices of that
@@ -223,7 +223,7 @@ class Outcomes:
 
 
 def outcomes(pred: np.ndarray, tests: tuple[at.Test, ...], test_of_row: np.ndarray, op: int, n: int) -> Outcomes:
-    """Each trial row's test rule, vectorised over rows (8.2)."""
+    """Each trial row's test rule, vectorised over rows (F8.2)."""
     layout = Layout(n)
     T, A = len(tests), layout.n_answer
     clean = np.zeros((0, A), np.int64)
@@ -290,7 +290,7 @@ def search(
     n: int,
     compat: bool,
 ) -> list[dict]:
-    """The search of 8.1 over precomputed unit results, the clean-up of 8.3 and the maths records: every
+    """The search of F8.1 over precomputed unit results, the clean-up of F8.3 and the maths records: every
     record of `records` (the behaviour file's useful nodes, in order) with only its Algo tags."""
     tags: list[list[str]] = [[] for _ in records]
 
@@ -370,7 +370,7 @@ def _algo_positions(records: list[dict], tag_start: str) -> list[int]:
 
 
 def check_claims(records: list[dict], ops: tuple[int, ...], n: int) -> list[tuple[str, bool]]:
-    """The algorithm claims the Algorithm notebook checks with the tags (8.4), each with whether it holds.
+    """The algorithm claims the Algorithm notebook checks with the tags (F8.4), each with whether it holds.
 
     Addition: every answer digit A{d} (d < n) has an A{d}.SA node at or before the position that predicts it
     (A{d+1}'s); A{d}.ST for d in 2..n-1 at or before the sign position. Subtraction: an A{d}.MD node per digit

@@ -1,15 +1,15 @@
-"""The algorithm sub-tasks of upstream_spec 8.3 as data: questions, expected answers, tags and node filters.
+"""The algorithm sub-tasks of docs/reference_facts.md F8.3 as data: questions, expected answers, tags and node filters.
 
 Pure (no torch, no I/O). A task names, for n digits and an impact digit d, its tag text (`A5.SA`), the
 operator of its questions, its intervention tests (store question, clean question, what passes) and the filter a
-useful node's behaviour tags must pass to be a candidate at a position (8.3 prereqs, 8.4 filter semantics).
+useful node's behaviour tags must pass to be a candidate at a position (F8.3 prerequisites, F8.4 filter semantics).
 
-Positions (spec 2.2): D_k -> P(n-1-k), D'_k -> P(2n-k), the operator -> P(n), the answer sign -> P(2n+2), the
+Positions (F2.2): D_k -> P(n-1-k), D'_k -> P(2n-k), the operator -> P(n), the answer sign -> P(2n+2), the
 first answer digit -> P(2n+3), answer digit A_k -> P(3n+3-k).
 
 Filters come in two modes. The default is what the reference meant: attention of at least 10% to the named
 position (from the `Attn:P{k}={pct}` tags) and an `Impact` tag containing the digit. `compat` is what its code
-does (8.4): an `Attn` tag whose text contains `P{k}` (so P1 matches P10..P19) and an `Impact` tag containing
+does (F8.4): an `Attn` tag whose text contains `P{k}` (so P1 matches P10..P19) and an `Impact` tag containing
 `A{d}` as a substring (only the highest impacted digit matches, digits being sorted descending).
 """
 
@@ -77,7 +77,7 @@ class Filter:
 
 
 def attends(tags: list[str], position: int, compat: bool) -> bool:
-    """Does the node attend to `position`? compat: some Attn tag's text contains `P{position}` (8.4)."""
+    """Does the node attend to `position`? compat: some Attn tag's text contains `P{position}` (F8.4)."""
     if compat:
         return any(t.startswith("Attn:") and f"P{position}" in t for t in tags)
     for t in tags:
@@ -102,7 +102,7 @@ def impacts(tags: list[str], digit: int, compat: bool) -> bool:
 
 @dataclass(frozen=True)
 class Task:
-    """One sub-task (8.3). The strong pass needs every test to pass its rule. `weak`: the task has a weak pass
+    """One sub-task (F8.3). The strong pass needs every test to pass its rule. `weak`: the task has a weak pass
     whose rule differs (SA, MD, ND: every test's impact is the expected one). The other tasks allowing an impact
     mismatch (ST, MB, NB, GT) re-run the strong test in the weak pass, which cannot tag what the strong pass
     did not, so they have none here. `pairs`: same-layer head pairs are tried where no single node passed."""
@@ -153,7 +153,7 @@ class Task:
         raise ValueError(c)
 
     def tests(self, n: int, d: int) -> tuple[Test, ...]:
-        """The intervention tests for impact (or focus) digit d (8.3)."""
+        """The intervention tests for impact (or focus) digit d (F8.3)."""
         L = 10**d
         r = lambda k: rep(k, n)  # noqa: E731
         imp = f"A{d}"
@@ -219,7 +219,7 @@ BY_CODE = {t.code: t for t in ALL}
 
 
 def notebook_order(ops: tuple[int, ...]) -> tuple[Task, ...]:
-    """The tasks in the order the Algorithm notebook searches them (8.3): addition tasks always; the
+    """The tasks in the order the Algorithm notebook searches them (F8.3): addition tasks always; the
     subtraction ones when the model was trained on subtraction; OPR only for a mixed model."""
     has_add, has_sub = ADD in ops, SUB in ops
     out = [SS, SC, SA, ST]

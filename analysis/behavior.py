@@ -1,4 +1,4 @@
-"""Behaviour tags of useful nodes (upstream_spec 7 steps 6-8, 7.1), from ablation results held as arrays.
+"""Behaviour tags of useful nodes (docs/reference_facts.md F7 steps 6-8, F7.1), from ablation results held as arrays.
 
 Everything is a pure function of arrays (whole node x question grids), so `<name>_behavior.json` can be rebuilt
 from the Zarr store without a forward pass:
@@ -128,7 +128,7 @@ MAJOR_TAGS = (
 
 
 def load_records(path) -> list[dict]:
-    """A behaviour or maths file read back, checked against the schema of upstream_spec 7.1 (InputError with
+    """A behaviour or maths file read back, checked against the schema of docs/reference_facts.md F7.1 (InputError with
     the first problem): a JSON array of {position, layer, is_head, num, tags} with one ':' per tag."""
     import json
     from pathlib import Path

@@ -1,4 +1,4 @@
-"""PCA tags of useful heads (upstream_spec 7 step 9): does a head's output separate the tricase questions?
+"""PCA tags of useful heads (docs/reference_facts.md F7 step 9): does a head's output separate the tricase questions?
 
 For a useful head and an answer digit d, take the head's output (its `z` through its rows of W_O: a d_model
 vector) at the node's position over the tricase questions of (d, op) (cases 8, 9, 10: the digit pair sums to

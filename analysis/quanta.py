@@ -1,4 +1,4 @@
-"""Quanta maps (upstream_spec 7.2): one grid per view of the useful nodes, written as SVG and PNG.
+"""Quanta maps (docs/reference_facts.md F7.2): one grid per view of the useful nodes, written as SVG and PNG.
 
 Rows are the model's nodes by layer (`L0H0`, `L0H1`, ..., `L0MLP`, `L1H0`, ...), columns the useful positions
 named by the token there (`D5`, `OPR`, `A3`, ...). A cell holds the node's value for the view, coloured on the

@@ -1,4 +1,4 @@
-"""Question complexity classes (reference spec section 9), computed for whole digit grids at once.
+"""Question complexity classes (docs/reference_facts.md F9), computed for whole digit grids at once.
 
 Columns are numbered k = 0 for the units. For column k let a, b be the k-th digits of the two operands.
 

@@ -1,14 +1,14 @@
 """Insertion ("ins") training: initialise a model from an addition model, and the periodic re-copies.
 
-Reference behaviour (upstream_spec 5.4), the default:
+Reference behaviour (docs/reference_facts.md F5.4), the default:
   * first copy: Q/K/V weights+biases of the insert model's heads into the FIRST H_ins heads of layers
     0..L_ins-1; MLP W_in/b_in/W_out/b_out; ln1.w/b; ln_final.w; W_E, W_pos, W_U. Not copied: W_O, b_O, ln2,
     ln_final.b, b_U.
   * ins2: every 100 steps, the insert model's useful heads (its behavior json) -> the RIGHT-MOST head slots.
   * ins3: every 100 steps, all inserted heads' Q/K/V and the whole MLPs of the inserted layers.
   * ins4: as ins3, every step.
-With `fixes=True` (upstream_spec 12.5): the first copy also takes W_O, b_O, ln2, ln_final.b and b_U; ins2 writes
-the slots the first copy used (left-most); ins3/ins4 re-copy only the useful heads and the MLPs at useful nodes'
+With `fixes=True` (F10 item 5): the first copy also takes W_O, b_O, ln2, ln_final.b and b_U; ins2 writes the
+slots the first copy used (left-most); ins3/ins4 re-copy only the useful heads and the MLPs at useful nodes'
 layers.
 """
 

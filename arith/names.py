@@ -1,8 +1,8 @@
-"""Model names (reference spec section 1.1): `[ins{1-4}_]<op>_d<D>_l<L>_h<H>_t<T>K[_gf]_s<SEED>`.
+"""Model names (docs/reference_facts.md F1.1): `[ins{1-4}_]<op>_d<D>_l<L>_h<H>_t<T>K[_gf]_s<SEED>`.
 
 Examples: `add_d5_l1_h3_t30K_s372001`, `ins1_mix_d6_l3_h4_t40K_s372001`, `add_d10_l2_h3_t40K_gf_s572091`.
 
-- `insN_` (N = 1..4): insertion mode (spec section 5.4); absent means 0 (a plain model).
+- `insN_` (N = 1..4): insertion mode (F5.4); absent means 0 (a plain model).
 - op: `add` (all addition), `sub` (all subtraction), `mul` (all multiplication),
   `mix` (66% subtraction batches, 80% when the model has an `insN_` prefix),
   `mas` (50% multiplication, 30% subtraction, 20% addition).
@@ -71,7 +71,7 @@ class ModelName:
         if problem:
             raise InputError(f"model name: {problem}")
 
-    # --- training mix (percent of batches per operation, spec sections 1.1 and 3.1) ---
+    # --- training mix (percent of batches per operation, F1.1 and F3.1) ---
     @property
     def perc_mult(self) -> int:
         return {"mul": 100, "mas": 50}.get(self.op, 0)
@@ -222,9 +222,9 @@ def _value_problem(letter: str, value: str) -> str | None:
 def parse_pair(text: str) -> tuple[ModelName, ModelName | None]:
     """`"main_name,insert_name"` (the training notebook's form) -> (main, insert).
 
-    A lone name gives (main, None). The insert model's weights are copied into the main model (spec
-    section 5.4), so it must have the same number of digits and fit into the main model's layers and
-    heads, and the main model must have an `insN_` prefix.
+    A lone name gives (main, None). The insert model's weights are copied into the main model (F5.4), so it
+    must have the same number of digits and fit into the main model's layers and heads, and the main model
+    must have an `insN_` prefix.
     """
     if not isinstance(text, str):
         raise InputError(f"model names must be text, got {type(text).__name__}")
@@ -242,7 +242,7 @@ def parse_pair(text: str) -> tuple[ModelName, ModelName | None]:
 
 
 def check_pair(main: ModelName, insert: ModelName, where: str) -> None:
-    """The insert model's weights are copied into the main model (spec section 5.4): the main model has an
+    """The insert model's weights are copied into the main model (F5.4): the main model has an
     `insN_` prefix, the insert model none, both have the same digits, and the insert model fits into the main
     model's layers and heads. InputError starting with `where` otherwise."""
     if main.insert_mode == 0:
@@ -262,7 +262,7 @@ def format_pair(main: ModelName, insert: ModelName | None) -> str:
     return main.format() if insert is None else f"{main.format()},{insert.format()}"
 
 
-# The 13 names listed in the reference's hugging_models.md (spec section 1.2).
+# The 13 names listed in the reference's hugging_models.md (F1.2).
 PUBLISHED = (
     "add_d5_l1_h3_t30K_s372001",
     "add_d5_l2_h3_t15K_s372001",
@@ -280,11 +280,11 @@ PUBLISHED = (
 )
 
 # The addition model whose weights each published ins* model was initialised with.
-# The spec states it only for ins1_mix_d6_l3_h4_t40K_s372001 (VT README: add_d6_l2_h3_t15K_s372001).
-# For the others the reference text says only "initialised with (6-digit) addition model"; the
+# The published model list (F1.2) states it only for ins1_mix_d6_l3_h4_t40K_s372001 (VT README:
+# add_d6_l2_h3_t15K_s372001). For the others that list says only "initialised with (6-digit) addition model"; the
 # reference parser's insert defaults (2 layers, 3 heads, 15000 steps, seed 372001) describe that same
-# model, so it is used for all of them. The seed-matched add_d6_l2_h3_t20K_s173289 / _s572091 models
-# are published too, but nothing in the spec says they were the ones inserted.
+# model, so it is used for all of them. The training notebook's model picker (F11) names
+# add_d6_l2_h3_t20K_s173289 for three of them instead; jobs/catalog.toml follows the picker.
 DEFAULT_INSERT = "add_d6_l2_h3_t15K_s372001"
 INSERT_OF = {name: DEFAULT_INSERT for name in PUBLISHED if name.startswith("ins")}
 
@@ -360,7 +360,7 @@ def expand_arch(arch: str, seed: int, steps: int | None = None) -> tuple[ModelNa
     return main, insert
 
 
-# The published artifacts of a model, by kind: `<name>.pth`, `<name>_train.json`, ... (spec section 1.2), plus
+# The published artifacts of a model, by kind: `<name>.pth`, `<name>_train.json`, ... (F1.2), plus
 # ours: the accuracy report and the Zarr store of per-question results. One owner for these file names.
 ARTIFACT_SUFFIXES = {
     "weights": ".pth",

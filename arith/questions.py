@@ -117,7 +117,7 @@ def training_batch(
 
     Every DDP rank draws the same global batch and takes its own slice, so the data is independent of the
     world size and a resumed run sees exactly the batches an uninterrupted one would.
-    `within_batch` mixes operations inside the batch (the reference's GrokFast generator, spec 3.3).
+    `within_batch` mixes operations inside the batch (the reference's GrokFast generator, docs/reference_facts.md F3.3).
     """
     rng = rng_for(seed, "train", step)
     if within_batch:

@@ -1,10 +1,11 @@
-"""Fixed question suites: hand-picked complexity examples (spec 6.3) and tricase questions (spec 6.4).
+"""Fixed question suites: hand-picked complexity examples and tricase questions
+(docs/reference_facts.md F6.3, F6.4).
 
 The reference keeps hand-typed lists of questions per complexity class. Here each class's examples are
 built by rule from digit-column patterns that realise the class (a carry followed by a run of sum-9
 columns, a borrow followed by a run of zero-difference columns, ...), drawn from a generator seeded by
 (seed, "handpicked", class index), and every question is checked with `classify`, so a returned label
-is always what `classify` says. The literal examples the spec quotes come first wherever they fit.
+is always what `classify` says. The literal examples quoted in F6.3 come first wherever they fit.
 
 Column patterns are written units first (index k = 0 is the units column); digit grids are most
 significant first.
@@ -21,7 +22,7 @@ from arith.complexity import CLASS_INDEX, CLASSES, N_CLASSES, classify
 from arith.errors import InputError
 from arith.vocab import ADD, MAX_DIGITS, SUB
 
-# The examples quoted in spec section 6.3, with the class the reference's lists give them.
+# The examples quoted in F6.3, with the class the reference's lists give them.
 LITERAL_EXAMPLES = (
     ("S0", 12345, ADD, 33333),
     ("S3", 555, ADD, 445),
@@ -234,7 +235,7 @@ def handpicked(
 
     x, y: uint8 [N, n] digit grids (most significant first); op: uint8 [N]; labels: int8 [N], indices
     into CLASSES, equal to classify(x, y, op). Rows are grouped by class in CLASSES order; within a class
-    the spec's literal examples (where they fit) come first. Up to `per_class` distinct questions per
+    the literal examples of F6.3 (where they fit) come first. Up to `per_class` distinct questions per
     class (an int, or a mapping from class name to count); fewer only where n is so small that the class
     has fewer distinct questions. Deterministic in (n_digits, seed, per_class); a class's questions do
     not depend on which other classes are asked for.
@@ -334,7 +335,7 @@ def _first_unique(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 def tricase(n_digits: int, seed: int = 0, per_case: int = 100) -> dict[tuple[int, int], tuple[np.ndarray, ...]]:
-    """Tricase questions (spec section 6.4): for each answer digit d in 0..n-1 and op in (ADD, SUB),
+    """Tricase questions (F6.4): for each answer digit d in 0..n-1 and op in (ADD, SUB),
     `per_case` distinct questions for each of the cases 8, 9 and 10 at digit d.
 
     Addition: case 8 = the digits of column d sum to 8 or less, 9 = sum to 9, 10 = sum to 10 or more.

@@ -1,4 +1,4 @@
-"""Training (upstream_spec 5): a fresh batch per step, AdamW, 20% linear warm-up from 1% then cosine to 0,
+"""Training (docs/reference_facts.md F5): a fresh batch per step, AdamW, 20% linear warm-up from 1% then cosine to 0,
 loss on the n+2 answer tokens only. Runs through accelerate: one process on CPU/GPU, or DDP when started with
 torch.distributed environment variables (gloo on CPU, nccl on GPU).
 
@@ -292,7 +292,7 @@ def newest_checkpoint(checkpoints: str | Path) -> Path | None:
 
 
 def config_record(cfg: TrainConfig, losses: np.ndarray | None = None) -> dict:
-    """The `Config` object of `<name>_train.json` (current format, upstream_spec 5.3)."""
+    """The `Config` object of `<name>_train.json` (current format, docs/reference_facts.md F5.3)."""
     mn = cfg.model_name
     ins = parse_name(Path(cfg.insert_weights).stem) if cfg.insert_weights and mn.insert_mode else None
     rec = {

@@ -1,4 +1,4 @@
-"""The "varied questions" the analysis runs on (upstream_spec 6.3 and 13).
+"""The "varied questions" the analysis runs on (docs/reference_facts.md F6.3 and F11).
 
 One random batch from the mixed-in-batch generator (enriched), then the reference's hand-picked pairs
 (`arith/data/handpicked_pairs.json`, its literal lists): the addition lists S0..S5 when the model was trained on

@@ -109,7 +109,7 @@ class ExhaustiveSuite:
 
 @dataclass(frozen=True)
 class HandpickedSuite:
-    """The reference's hand-picked questions (upstream_spec 6.3 and 13): its literal lists, kept by its rule
+    """The reference's hand-picked questions (docs/reference_facts.md F6.3 and F11): its literal lists, kept by its rule
     (arith.varied.handpicked_pairs)."""
 
     n_digits: int
@@ -152,7 +152,7 @@ class GeneratedSuite:
 
 @dataclass(frozen=True)
 class TricaseSuite:
-    """Tricase questions (upstream_spec 6.4): one block per (answer digit, operation)."""
+    """Tricase questions (docs/reference_facts.md F6.4): one block per (answer digit, operation)."""
 
     n_digits: int
     ops: tuple[int, ...]

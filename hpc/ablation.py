@@ -1,5 +1,5 @@
-"""Ablation runs (upstream_spec 7): survey, useful positions and node ablations farmed as blocks over Dask into
-`<name>.zarr/ablate/` (hpc.ablate_store), then reduced to `<name>_behavior.json`.
+"""Ablation runs (docs/reference_facts.md F7): survey, useful positions and node ablations farmed as blocks over
+Dask into `<name>.zarr/ablate/` (hpc.ablate_store), then reduced to `<name>_behavior.json`.
 
 Stages, each a group of blocks run through `hpc.blocks.run_checked` (done flags, checks, redo of damaged
 blocks, deterministic tasks, so a killed worker or a restarted driver changes nothing):
@@ -273,7 +273,7 @@ def _reduce_means(survey_group: st.SurveyGroup, rule: MeanRule) -> dict[str, np.
     means = {
         name: (data[f"sum_{name}_{which}"].sum(0) / max(n, 1)).astype(np.float32) for name in ("z", "mlp", "resid")
     }
-    if rule is MeanRule.COMPAT:  # layer 0's means reused for every layer (spec 12.3)
+    if rule is MeanRule.COMPAT:  # layer 0's means reused for every layer (docs/reference_facts.md F10 item 3)
         means = {k: np.broadcast_to(v[:1], v.shape).copy() for k, v in means.items()}
     means["attention"] = (data["attn_sum"].sum(0) / max(n_kept, 1)).astype(np.float32)
     means["n_kept"] = np.int64(n_kept)

@@ -1,4 +1,4 @@
-"""Algorithm search runs (upstream_spec 8): one checked block per intervening task, farmed over Dask into
+"""Algorithm search runs (docs/reference_facts.md F8): one checked block per intervening task, farmed over Dask into
 `<name>.zarr/algo/<mode>/trials` (hpc.algo_store), reduced to `<name>_maths.json`.
 
 The driver plans every task's trials from the behaviour records (`analysis.algo.plan`: candidate heads and
@@ -31,7 +31,7 @@ from hpc.store import StoreDamage, consolidate, group_lock, prepare_group
 
 @dataclass(frozen=True)
 class Settings:
-    compat: bool = False  # the reference's filters (8.4) instead of the intended ones
+    compat: bool = False  # the reference's filters (docs/reference_facts.md F8.4) instead of the intended ones
     device: str = "auto"
     retries: int = DEFAULT_RETRIES
     progress: bool = True

@@ -1,6 +1,6 @@
 """`varith ablate MODEL.pth [MODEL.pth | RUNS_DIR ...]` -> `<name>_behavior.json`, its sidecar and quanta maps.
 
-The node ablation of upstream_spec 7 (hpc.ablation), farmed over Dask into `<name>.zarr/ablate/` and reduced
+The node ablation of docs/reference_facts.md F7 (hpc.ablation), farmed over Dask into `<name>.zarr/ablate/` and reduced
 to the behaviour file. `--compat` reproduces the published analyses; the default is corrected (README,
 "Fidelity"). Several models (or every run under a folder) share one cluster.
 """

@@ -1,6 +1,6 @@
 """`varith algo MODEL.pth [--compat] [--question-file FILE] [--check] [--reduce-only]` -> `<name>_maths.json`.
 
-The algorithm sub-task search of upstream_spec 8 (hpc.algo_run), farmed over Dask into `<name>.zarr/algo/`
+The algorithm sub-task search of docs/reference_facts.md F8 (hpc.algo_run), farmed over Dask into `<name>.zarr/algo/`
 and reduced to the maths file. It reads `<name>_behavior.json` beside the weights; when there is none, the
 ablation runs first (as `varith ablate`, same flags). `--compat` uses the reference's filters (substring
 attention and leading-impact matches); the default uses the intended ones (README, "Algorithm search").

@@ -24,7 +24,7 @@ def _case(task: at.Task, n: int, d: int, j: int = 0):
     return t.store, t.clean, exp
 
 
-# ------------------------------------------------------------------------------------------------ 8.3 numbers
+# ----------------------------------------------------------------------------------------------- F8.3 numbers
 
 
 def test_task_questions_and_answers_are_the_spec_numbers():
@@ -92,7 +92,7 @@ def test_notebook_order_and_filters_per_operation():
     assert at.SGN.filter(6, 0).attends == (14,) and at.OPR.filter(6, 0).attends == (6,)
 
 
-# ------------------------------------------------------------------------------------------------ 8.4 filters
+# ----------------------------------------------------------------------------------------------- F8.4 filters
 
 
 def _rec(pos, layer, num, tags, head=True):

@@ -1,4 +1,5 @@
-"""Complexity classes (spec section 9), the hand-picked suites (6.3) and the tricase questions (6.4)."""
+"""Complexity classes (docs/reference_facts.md F9), the hand-picked suites (F6.3) and the
+tricase questions (F6.4)."""
 
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ def from_columns(cols: list[tuple[int, int]], sym: str) -> str:
 
 
 def slow_class(a: int, b: int, sym: str, n: int) -> str:
-    """Spec section 9 read literally, one question at a time, with Python ints."""
+    """F9 read literally, one question at a time, with Python ints."""
     da = [(a // 10**k) % 10 for k in range(n)]
     db = [(b // 10**k) % 10 for k in range(n)]
     if sym == "+":

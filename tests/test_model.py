@@ -10,7 +10,7 @@ from arith.vocab import Layout
 from arith.weights import check_state_dict, load_model, save_weights
 
 PUBLISHED_SHAPES = {
-    # name -> (layers, heads, digits, parameter count from upstream_spec 4)
+    # name -> (layers, heads, digits, parameter count from docs/reference_facts.md F4)
     "add_d5_l1_h3": (1, 3, 5, 3.15e6),
     "add_d6_l2_h3": (2, 3, 6, 6.28e6),
     "mix_d6_l3_h4": (3, 4, 6, 10.45e6),

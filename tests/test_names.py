@@ -1,4 +1,4 @@
-"""Model-name grammar (spec section 1.1) and the published names (section 1.2)."""
+"""Model-name grammar (docs/reference_facts.md F1.1) and the published names (F1.2)."""
 
 from __future__ import annotations
 
