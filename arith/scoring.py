@@ -274,7 +274,8 @@ def probe_precision(
     CALIBRATION_ROWS rows spread over `tokens` it measures the share of questions bf16 would re-score (the bound
     and the re-check rule of `_fast_score`), and the seconds per probe of the bf16 fast, fp32 fast and plain fp32
     forwards (`speeds` gives those instead, for tests; with `prefix`, on a contiguous run of rows, which shares
-    prefixes as exhaustive blocks do). bf16 when bf16 + share x plain < AUTO_MARGIN x fp32, else fp32."""
+    prefixes as exhaustive blocks do). bf16 when bf16 + share x plain < AUTO_MARGIN x fp32, else fp32; a share of
+    AUTO_MARGIN or more decides fp32 before any timing (the plain forward is never cheaper than the fp32 fast one)."""
     tokens = torch.as_tensor(tokens, dtype=torch.long)
     layout = _check(tokens, n_digits, mode, "fp32")
     batch_size = batch_size or batch_rows(model)
@@ -290,6 +291,14 @@ def probe_precision(
     exact = _plain_logits(model, spread, layout, "fp32", batch_size)
     bound = error_bound(logit_error(bf16, exact))
     share = float(recheck_mask(bf16, answers, bound, mode).float().mean()) if len(spread) else 0.0
+    words = f"a probe of {len(spread)} questions: bf16 would re-score {100 * share:.0f}% of them in fp32"
+    words += f" (bound {bound:.2g})"
+    if speeds is None and share >= AUTO_MARGIN:
+        # the plain forward costs at least the fp32 fast forward (which computes a part of it), so the re-checks
+        # alone take at least `share` x fp32's time: no need to time anything
+        return PrecisionChoice(
+            "fp32", f"auto: native bf16 on {device.type}, but {words}: at least {share:.2f}x fp32's time in re-checks"
+        )
     if speeds is None:
         timed = tokens[: len(spread)] if prefix else spread
         speeds = (
@@ -299,10 +308,7 @@ def probe_precision(
         )
     b, f, p = speeds
     expected = (b + share * p) / f if f > 0 else float("inf")
-    words = (
-        f"a probe of {len(spread)} questions: bf16 would re-score {100 * share:.0f}% of them in fp32 (bound "
-        f"{bound:.2g}), so bf16 with its re-checks is expected to take {expected:.2f}x fp32's time"
-    )
+    words += f", so bf16 with its re-checks is expected to take {expected:.2f}x fp32's time"
     if expected < AUTO_MARGIN:
         return PrecisionChoice("bf16", f"auto: native bf16 on {device.type}; {words}")
     return PrecisionChoice("fp32", f"auto: native bf16 on {device.type}, but {words} (bf16 needs under {AUTO_MARGIN}x)")

@@ -126,8 +126,9 @@ def auto_vs_fp32(ctx: dict) -> None:
     """`--precision auto` against fp32 on random 6-digit questions (add_d6_l2_h3 widths): near-tied logits (random
     weights: bf16 would re-score most questions) and confident ones (b_U[0] += 30). Auto's time includes its
     decision: the probe (bf16 share of re-checks, and the speeds) runs as if the CPU had bf16 instructions
-    (`native_bf16=True`, here without them: a worst case for the probe), and with a 0 question minimum, so it
-    always probes. The target: auto >= 0.95x fp32 on both."""
+    (`native_bf16=True`, whatever this CPU has), and with a 0 question minimum, so it probes although the CLI
+    would not on a run this small (a worst case for the probe's share of the time). The target: auto >= 0.95x
+    fp32 on both."""
     from arith.verify import RandomSuite, choose_precision, evaluate_block
 
     suite = RandomSuite(6, (ADD,), AUTO_QUESTIONS, block_size=5000)

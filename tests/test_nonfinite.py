@@ -256,6 +256,21 @@ def test_auto_measures_the_speeds_itself_when_not_given():
     assert choice.precision in ("fp32", "bf16") and "expected to take" in choice.reason
 
 
+def test_auto_decides_fp32_without_timing_when_most_answers_would_be_rescored(monkeypatch):
+    import arith.scoring
+
+    def no_timing(fn):
+        raise AssertionError("timed a forward although the re-check share already decides")
+
+    monkeypatch.setattr(arith.scoring, "_seconds", no_timing)
+    model = _random_model(3, False)
+    with torch.no_grad():  # every logit equal: every answer token ties with the runner-up, all would be re-scored
+        model.unembed.W_U.zero_()
+        model.unembed.b_U.zero_()
+    choice = choose_precision(model, RandomSuite(3, (ADD,), 200_000), native_bf16=True)
+    assert choice.precision == "fp32" and "fp32's time in re-checks" in choice.reason, choice
+
+
 def test_verify_records_the_chosen_precision_and_why(demo_model, tmp_path, monkeypatch):
     for env, words in (("0", "auto: no native bf16"), ("1", "under the 100,000")):
         monkeypatch.setenv("VARITH_NATIVE_BF16", env)
