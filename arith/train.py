@@ -278,7 +278,7 @@ def tunable_fields() -> tuple:
 @dataclass(frozen=True)
 class TrainPaths:
     """Where a training run writes: its weights, its train json and its checkpoint folder (the caller names
-    them: hpc.rundir.RunDir.train_paths)."""
+    them: jobs.runs.rundir.RunDir.train_paths)."""
 
     weights: Path
     train_json: Path

@@ -19,7 +19,7 @@ from arith.model import ModelShape, Transformer
 from arith.verify import RandomSuite, evaluate_block
 from arith.vocab import ADD, SUB, Layout
 from bench.common import emit, machine
-from hpc.verification import verify_in_process
+from jobs.stages.verify import verify_in_process
 
 QUESTIONS = 1_000_000  # per operation
 BLOCK = 100_000

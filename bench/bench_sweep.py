@@ -42,9 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from arith.train import TrainConfig, train
-    from hpc import markers
-    from hpc.rundir import RunDir
     from jobs.cli import main as cli
+    from jobs.runs import markers
+    from jobs.runs.rundir import RunDir
 
     arch = f"add_d2_l1_h3_t{args.steps}" if args.steps < 1000 else f"add_d2_l1_h3_t{args.steps // 1000}K"
     seeds = [f"{100001 + i:06d}" for i in range(args.runs)]

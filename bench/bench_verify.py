@@ -105,8 +105,8 @@ def _dask(weights: Path, suite: RandomSuite, workers: int, store: Path) -> tuple
     """(start-up s, run s, counts) through a fresh LocalCluster of `workers` single-threaded processes."""
     from arith.weights import model_info
     from hpc.cluster import ClusterSpec, open_cluster
-    from hpc.verification import VerifyWork, verify_distributed
-    from hpc.verify_store import make_fingerprint, prepare_suite
+    from jobs.stages.verify import VerifyWork, verify_distributed
+    from jobs.stages.verify_store import make_fingerprint, prepare_suite
 
     shape, _n, _cfg = model_info(weights)
     sha = sha256_file(weights)
@@ -115,7 +115,7 @@ def _dask(weights: Path, suite: RandomSuite, workers: int, store: Path) -> tuple
     spec = VerifyWork(str(weights.resolve()), sha, shape, suite, handle)
     t0 = time.perf_counter()
     with open_cluster(
-        ClusterSpec(kind="local", workers=workers, torch_threads=1, use_gpus=False, preload=("hpc.verification",))
+        ClusterSpec(kind="local", workers=workers, torch_threads=1, use_gpus=False, preload=("jobs.stages.verify",))
     ) as cluster:
         cluster.client.wait_for_workers(workers)
         startup = time.perf_counter() - t0

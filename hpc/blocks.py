@@ -9,18 +9,16 @@ bytes.
 `run_blocks` maps the pending blocks over a Dask client, drops each future as soon as its block is stored
 (so a lost worker holds no results Dask would recompute), retries failed tasks and reports progress.
 `run_checked` repeats "run what is pending, reduce with checks" until the reduction finds no damaged block,
-so a result never comes from a hole. `worker_model` caches the model per worker process.
+so a result never comes from a hole. `worker_cached` keeps one value (a stage's model) per worker process.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from pathlib import Path
 from typing import Protocol, TypeVar
 
 from arith.errors import InputError
-from arith.files import sha256_file
 from arith.progress import progress as progress_report
 from hpc.store import BlockGroup, StoreDamage
 
@@ -54,28 +52,21 @@ def _run_one(k: int, work: BlockWork) -> tuple[int, dict[str, int]]:
         raise InputError(f"store {where}: not found on this worker (is it on a shared filesystem?)") from None
 
 
-_MODELS: dict[tuple, object] = {}  # per worker process: (path, sha256, device) -> model
-_MODELS_LOCK = threading.Lock()
+_CACHE: dict[str, tuple[object, object]] = {}  # per worker process: slot -> (key, value)
+_CACHE_LOCK = threading.Lock()
 
 
-def worker_model(weights: str, weights_sha256: str, shape, device: str = "auto"):
-    """The model at `weights`, loaded once per process (checked against the driver's sha256) and cached;
-    one model per process at a time."""
-    from arith.device import choose_device
-    from arith.weights import load_model
-
-    key = (weights, weights_sha256, device)
-    with _MODELS_LOCK:
-        model = _MODELS.get(key)
-        if model is None:
-            if not Path(weights).is_file():
-                raise InputError(f"weights {weights}: no such file on this worker (is it on a shared filesystem?)")
-            if sha256_file(weights) != weights_sha256:
-                raise InputError(f"weights {weights} changed since this run started; run it again")
-            _MODELS.clear()
-            model = load_model(weights, shape, choose_device(device))
-            _MODELS[key] = model
-    return model
+def worker_cached(slot: str, key, build: Callable[[], T]) -> T:
+    """`build()`, made once per worker process for `key` and kept in `slot` (one value per slot: a new key
+    replaces the old value, so a worker holds one model at a time)."""
+    with _CACHE_LOCK:
+        held = _CACHE.get(slot)
+        if held is not None and held[0] == key:
+            return held[1]
+        _CACHE.pop(slot, None)
+        value = build()
+        _CACHE[slot] = (key, value)
+        return value
 
 
 def run_blocks(

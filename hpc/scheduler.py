@@ -1,7 +1,7 @@
 """What the scheduler says about a job: squeue, sacct, scancel, `scontrol ping`, process liveness, and
 submitit's result pickle, and the one decision built on them, `job_fate`.
 
-`job_fate` is used by the sweep's polling (hpc.launcher) and by `varith status` (hpc.runs): a job is pending,
+`job_fate` is used by the sweep's polling (hpc.launcher) and by `varith status`: a job is pending,
 running, ended (with or without a result of its callable), lost (left the queue with neither a result nor an
 accounting record), or unknown (squeue did not answer). A pending job that SLURM will never start (see
 NEVER_STARTS) says so.

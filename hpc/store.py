@@ -4,7 +4,7 @@ A stage (verification, ablation, ...) keeps its results in groups of `runs/<name
 `verify/<suite>/` or `ablate/nodes/`. A `BlockGroup` is one such group whose arrays all have one row per block
 and one chunk per row (unsharded), so the task that computes block k owns whole chunks and no two writers ever
 touch the same object (hpc_stack.md 3.4). The layout of each stage (its arrays, the checks of a block's rows,
-the reduction) lives in a subclass beside its stage: `hpc.verify_store.SuiteStore`, `hpc.ablate_store`.
+the reduction) lives in a subclass beside its stage (jobs/stages/*_store.py).
 
 Rules this module keeps:
 - The driver creates the group, every array and the attributes before any task runs (`prepare_group`); the

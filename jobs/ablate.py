@@ -1,7 +1,7 @@
 """`varith ablate MODEL.pth [MODEL.pth | RUNS_DIR ...]` -> `<name>_behavior.json`, its sidecar and quanta maps.
 
-The node ablation of docs/reference_facts.md F7 (hpc.ablation), farmed over Dask into `<name>.zarr/ablate/` and reduced
-to the behaviour file. `--compat` reproduces the published analyses; the default is corrected (README,
+The node ablation of docs/reference_facts.md F7 (jobs.stages.ablate), farmed over Dask into `<name>.zarr/ablate/`
+and reduced to the behaviour file. `--compat` reproduces the published analyses; the default is corrected (README,
 "Fidelity"). Several models (or every run under a folder) share one cluster.
 """
 
@@ -53,7 +53,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def weights_of(paths: list[str]) -> list[Path]:
     """The weights named, a folder's run weights expanded (runs/<name>/<name>.pth), in order, once each."""
-    from hpc.rundir import RunDir
+    from jobs.runs.rundir import RunDir
 
     out: list[Path] = []
     for text in paths:
@@ -70,7 +70,7 @@ def weights_of(paths: list[str]) -> list[Path]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hpc import ablation
+    from jobs.stages import ablate as ablation
 
     if args.random_rows is not None and args.random_rows < 0:
         raise InputError("--random-rows must be >= 0")
@@ -100,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
     if args.reduce_only:
         outcomes = [(job, ablation.reduce_store(job, settings)) for job in jobs]
     else:
-        spec = None if args.cluster == "none" else cluster_spec(args, n_tasks=64, preload=("hpc.ablation",))
+        spec = None if args.cluster == "none" else cluster_spec(args, n_tasks=64, preload=("jobs.stages.ablate",))
         if args.dry_run:
             if spec is None:
                 raise InputError("--cluster none runs in this process: no --dry-run")

@@ -1,8 +1,8 @@
 """`varith algo MODEL.pth [--compat] [--question-file FILE] [--check] [--reduce-only]` -> `<name>_maths.json`.
 
-The algorithm sub-task search of docs/reference_facts.md F8 (hpc.algo_run), farmed over Dask into `<name>.zarr/algo/`
-and reduced to the maths file. It reads `<name>_behavior.json` beside the weights; when there is none, the
-ablation runs first (as `varith ablate`, same flags). `--compat` uses the reference's filters (substring
+The algorithm sub-task search of docs/reference_facts.md F8 (jobs.stages.algo), farmed over Dask into
+`<name>.zarr/algo/` and reduced to the maths file. It reads `<name>_behavior.json` beside the weights; when there is
+none, the ablation runs first (as `varith ablate`, same flags). `--compat` uses the reference's filters (substring
 attention and leading-impact matches); the default uses the intended ones (README, "Algorithm search").
 `--reduce-only` rebuilds the maths file from the store with no forward pass.
 """
@@ -49,8 +49,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from hpc import ablation, algo_run
-    from hpc.rundir import RunDir
+    from jobs.runs.rundir import RunDir
+    from jobs.stages import ablate as ablation
+    from jobs.stages import algo as algo_run
 
     weights = Path(args.model)
     if not weights.is_file():
@@ -75,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
         job = algo_run.job_for(weights, store=args.store)
         algo_run.check_outputs(job.out, job.model.name)
         return _report(job, algo_run.reduce_store(job, settings), args.check)
-    spec = None if args.cluster == "none" else cluster_spec(args, n_tasks=16, preload=("hpc.algo_run",))
+    spec = None if args.cluster == "none" else cluster_spec(args, n_tasks=16, preload=("jobs.stages.algo",))
     if args.dry_run:
         if spec is None:
             raise InputError("--cluster none runs in this process: no --dry-run")
@@ -114,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _report(job, records: list[dict], check: bool) -> int:
     """Write the maths file (and picture) and say what it holds; with `check`, which claims the tags support."""
-    from hpc import algo_run
+    from jobs.stages import algo as algo_run
 
     out = algo_run.write_outputs(job, records)
     tagged = sum(1 for r in records if r["tags"])
@@ -129,7 +130,7 @@ def _report(job, records: list[dict], check: bool) -> int:
 
 def _note_other_ablation(job, settings, question_file: str | None) -> None:
     """The behaviour file is used as it is; say so when it was made another way than this run asks."""
-    from hpc.ablation import ablate_command, mode_of
+    from jobs.stages.ablate import ablate_command, mode_of
 
     made = mode_of(job.behavior)
     if made and made != settings.mode:

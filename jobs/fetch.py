@@ -1,5 +1,5 @@
 """`varith fetch NAME [--repo OWNER/NAME]`: download a published model (`<name>.pth`, `<name>_train.json` and
-the behaviour, maths and accuracy JSON the repository holds) into the local cache (hpc.hub.cached_model:
+the behaviour, maths and accuracy JSON the repository holds) into the local cache (jobs.stages.hub.cached_model:
 $VARITH_CACHE or ~/.cache/verified-arithmetic, then `<name>/`). Every file is checked against the sha256 the
 repository's manifest.json gives it before it enters the cache; a mismatch is one error line and leaves no bad
 file there. Files already there unchanged are not downloaded again; loading from the cache needs no network
@@ -14,7 +14,7 @@ HELP = "download a published model and its JSON into the local cache (then it lo
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from hpc.hub import DEFAULT_REPO
+    from jobs.stages.hub import DEFAULT_REPO
 
     p.add_argument("name", help="model name, e.g. add_d6_l2_h3_t15K_s372001")
     p.add_argument("--repo", default=DEFAULT_REPO, help=f"Hub repository OWNER/NAME (default {DEFAULT_REPO})")
@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     from arith.errors import InputError
     from arith.files import require_writable_dir
     from arith.names import parse_name
-    from hpc.hub import HubUnreachable, LocalFolderHub, cache_dir, check_repo, fetch, hub_for
+    from jobs.stages.hub import HubUnreachable, LocalFolderHub, cache_dir, check_repo, fetch, hub_for
 
     parse_name(args.name)
     repo = check_repo(args.repo)
@@ -56,7 +56,7 @@ def _cached(args: argparse.Namespace, exc: Exception) -> list:
 
     from arith.errors import InputError
     from arith.names import artifact_path
-    from hpc.hub import FETCHED, cached_model
+    from jobs.stages.hub import FETCHED, cached_model
 
     folder = cached_model(args.name, args.cache)
     cached = [artifact_path(folder, args.name, kind) for kind in FETCHED]

@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     from arith.device import choose_device
     from arith.vocab import Layout, answer_stream, encode, tokens_to_strings, untrained_op_warnings
     from arith.weights import load_model, model_info, trained_ops
-    from hpc.hub import model_weights
+    from jobs.stages.hub import model_weights
 
     weights = model_weights(args.model)  # a file, or a model name fetched into the cache (varith fetch NAME)
     name = weights.name[: -len(".pth")] if weights.name.endswith(".pth") else weights.stem

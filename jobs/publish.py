@@ -1,4 +1,4 @@
-"""`varith publish DIR --repo OWNER/NAME [--dry-run]`: upload a hub folder (hpc.hub).
+"""`varith publish DIR --repo OWNER/NAME [--dry-run]`: upload a hub folder (jobs.stages.hub).
 
 The repository id must follow the Hugging Face Hub's rule and the folder's manifest must check out, before any
 request. Files already on the Hub with the same content are not uploaded again; `--dry-run` lists what would be
@@ -28,7 +28,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from arith.errors import InputError
-    from hpc.hub import HubUnreachable, check_repo, hub_for, publish, publish_plan
+    from jobs.stages.hub import HubUnreachable, check_repo, hub_for, publish, publish_plan
 
     repo = check_repo(args.repo)
     hub = hub_for(args.hub)

@@ -1,7 +1,7 @@
 """`varith regenerate [--models ...] [--scale full|tiny] [--cluster slurm|local|debug] [--out DIR] [--dry-run]`.
 
 Every published model of the catalog (jobs/catalog.toml) trained, verified, ablated, searched and put in its hub
-folder `OUT/hub/<name>/` (hpc.regenerate). Finished stages are skipped, so running it again resumes.
+folder `OUT/hub/<name>/` (jobs.stages.regenerate). Finished stages are skipped, so running it again resumes.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def _split(values) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     from arith.files import require_writable_dir
-    from hpc import regenerate as rg
+    from jobs.stages import regenerate as rg
 
     catalog = rg.read_catalog(args.catalog)
     recipe = base = catalog.recipe(args.scale)

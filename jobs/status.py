@@ -6,7 +6,7 @@ TIMEOUT...); a job that left the queue without marking its run done shows as fai
 accounting: no result, not in squeue). On the local and debug backends the process recorded in the marker is
 checked instead. A crash never shows as a hang.
 
-The decision lives in hpc.runs (marker first, then hpc.scheduler.job_fate); this module parses the flags
+The decision lives in jobs.runs.lifecycle (marker first, then hpc.scheduler.job_fate); this module parses the flags
 and formats the rows. The stage column is `varith regenerate`'s pipeline stage (train, verify, ablate, algo,
 hub) where one ran. States shown: pending (queued or requeued), running, done, failed, stopped (on purpose by
 `varith train --stop-after`; running it again continues), stale (marked done but its artifacts no longer match
@@ -21,7 +21,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from arith.errors import InputError, clip
-from hpc.runs import RunStatus, collect
+from jobs.runs.lifecycle import RunStatus, collect
 
 HELP = "Show the state of every run under runs/ (markers first, then squeue/sacct)."
 

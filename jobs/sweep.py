@@ -12,7 +12,7 @@
 - `--steps N` rewrites every name's step count (tiny test sweeps: `t40`); width overrides go to TrainConfig.
 - Runs that are done and whose artifacts match their manifest's sha256 are skipped; `--force` retrains them.
   A run folder trained (or checkpointed) with other settings than asked refuses the sweep up front
-  (hpc.runs.recorded_settings, the rule `varith train` uses); `--force` retrains it.
+  (jobs.runs.lifecycle.recorded_settings, the rule `varith train` uses); `--force` retrains it.
   Runs already queued or running (another sweep) are left alone. Failed runs are resubmitted up to
   `--retries` times.
 - `--dry-run` prints the plan and the sbatch script(s) and changes nothing.
@@ -30,9 +30,9 @@ from arith.files import require_writable_dir
 from arith.names import parse_seed
 from hpc.launcher import BACKENDS, LaunchConfig, resolve_cluster
 from hpc.profile import SLURM_FLAG_HELP, check_keys, resolve_slurm
-from hpc.rundir import submitit_folder
-from hpc.sweeps import SweepOptions, SweepRequest, read_sweep_file, run_sweep
-from hpc.training import TRAIN_OVERRIDES
+from jobs.runs.rundir import submitit_folder
+from jobs.runs.sweeps import SweepOptions, SweepRequest, read_sweep_file, run_sweep
+from jobs.runs.training import TRAIN_OVERRIDES
 from jobs.status import format_table
 from jobs.train import add_train_flags
 

@@ -12,8 +12,8 @@ from arith.errors import InputError
 from arith.files import require_writable_dir
 from arith.names import parse_pair, resolve_pair
 from arith.train import TrainConfig, tunable_fields
-from hpc.rundir import RunDir
 from jobs.common import at_least_one
+from jobs.runs.rundir import RunDir
 
 HELP = "train a model named by the grammar (e.g. add_d6_l2_h3_t15K_s372001, or 'ins1_mix_...,add_...')"
 
@@ -76,10 +76,11 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def _existing_run(run_dir: RunDir, cfg: TrainConfig, args: argparse.Namespace) -> bool:
-    """What the run folder already holds, against `cfg` (hpc.runs.recorded_settings): True when it is finished
-    with the same settings (nothing to do); InputError when it holds other settings and no flag says to drop
+    """What the run folder already holds, against `cfg` (jobs.runs.lifecycle.recorded_settings): True when it is
+    finished with the same settings (nothing to do); InputError when it holds other settings and no flag says to drop
     them."""
-    from hpc import markers, runs
+    from jobs.runs import lifecycle as runs
+    from jobs.runs import markers
 
     rec = runs.recorded_settings(run_dir, cfg)
     if args.force:
@@ -100,7 +101,8 @@ def _existing_run(run_dir: RunDir, cfg: TrainConfig, args: argparse.Namespace) -
 
 def run(args: argparse.Namespace) -> int:
     from arith.train import CheckpointError, Diverged, Interrupts, newest_checkpoint
-    from hpc import markers, runs
+    from jobs.runs import lifecycle as runs
+    from jobs.runs import markers
 
     cfg = config_from_args(args)
     require_writable_dir(args.out, "--out")  # before any work: an unwritable folder would lose the run

@@ -1,7 +1,7 @@
 """`varith verify MODEL.pth --exhaustive | --questions N | --suite NAME` -> `<name>_accuracy.json`.
 
 By default the suite's blocks are farmed over Dask into the Zarr store `<name>.zarr/verify/<suite>/` and the
-store is reduced, with its checks, to the JSON (hpc.verification); `--cluster none` scores in this process,
+store is reduced, with its checks, to the JSON (jobs.stages.verify); `--cluster none` scores in this process,
 the reference the distributed result equals exactly. The report goes into `<name>_accuracy.json` under its
 suite's key, keeping the other suites' reports (analysis.accuracy). Before any work, `--out` must be an
 accuracy file or not exist (anything else is left as it is), its folder and the store's folder must be writable
@@ -179,14 +179,14 @@ def run(args: argparse.Namespace) -> int:
         if args.scheduler or args.profile or args.dry_run:
             raise InputError("--cluster none runs in this process: no --scheduler, --profile or --dry-run")
         from arith.device import choose_device
-        from hpc.verification import verify_in_process
+        from jobs.stages.verify import verify_in_process
 
         model = load_model(args.model, shape, choose_device(args.device))
         counts = verify_in_process(model, suite, args.mode, args.precision, progress=not args.no_progress, cap=args.cap)
     else:
-        from hpc.verification import DaskVerify, run_dask
+        from jobs.stages.verify import DaskVerify, run_dask
 
-        spec = cluster_spec(args, suite.n_blocks, preload=("hpc.verification",))
+        spec = cluster_spec(args, suite.n_blocks, preload=("jobs.stages.verify",))
         # missing weights, weights of another shape: one line, before anything starts
         check_state_dict(read_state_dict(args.model), shape, str(args.model))
         if args.dry_run:

@@ -28,7 +28,7 @@ def demo_model(tmp_path_factory) -> Path:
 def train_in(cfg, folder: Path, **kw):
     """arith.train.train into `folder` laid out as a run folder (`folder/<name>.pth`, ...)."""
     from arith.train import train
-    from hpc.rundir import RunDir
+    from jobs.runs.rundir import RunDir
 
     return train(cfg, RunDir(folder, cfg.name).train_paths(), **kw)
 

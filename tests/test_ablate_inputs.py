@@ -116,7 +116,7 @@ def test_algo_refuses_behaviour_files_that_do_not_fit_the_weights(blank, tmp_pat
 
 
 def test_regenerate_stops_a_model_that_answers_nothing(blank_run, tmp_path):
-    from hpc import regenerate as rg
+    from jobs.stages import regenerate as rg
 
     opts = rg.Options(tmp_path / "out", rg.read_catalog().recipe("full"))  # tiny's 40-step models learn nothing
     step = rg.Step(BLANK, BLANK, published=False)  # train, then ablate

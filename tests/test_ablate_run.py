@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from analysis.behavior import load_records
-from hpc import ablation
+from jobs.stages import ablate as ablation
 from tests.conftest import assert_one_line_error, varith, worker_killed_when
 
 NAME = "add_d2_l1_h3_t3K_s123456"
@@ -64,7 +64,7 @@ def test_dask_with_a_killed_worker_gives_the_in_process_result(run_dir, tmp_path
     settings = ablation.Settings(progress=False)
     here = ablation.analyse(None, ablation.job_for(weights, store=tmp_path / "here.zarr"), settings)
     job = ablation.job_for(weights, store=tmp_path / "dask.zarr")
-    spec = ClusterSpec(kind="local", workers=2, torch_threads=1, preload=("hpc.ablation",))
+    spec = ClusterSpec(kind="local", workers=2, torch_threads=1, preload=("jobs.stages.ablate",))
     with open_cluster(spec) as handle:
         nodes = tmp_path / "dask.zarr" / "ablate" / "corrected" / "nodes" / "done" / "c"
         with worker_killed_when(handle.client, nodes):

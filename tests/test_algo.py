@@ -230,7 +230,7 @@ def test_pass_rules_and_impact_strings():
 @pytest.fixture(scope="module")
 def analysed(demo_model, tmp_path_factory) -> Path:
     """A copy of the demo run with its behaviour file (ablation in this process)."""
-    from hpc import ablation
+    from jobs.stages import ablate as ablation
 
     folder = tmp_path_factory.mktemp("algo") / DEMO_NAME
     folder.mkdir()
@@ -246,7 +246,7 @@ def analysed(demo_model, tmp_path_factory) -> Path:
 
 def test_search_on_the_trained_demo_model_finds_sa_nodes(analysed):
     from analysis.behavior import load_records
-    from hpc import algo_run
+    from jobs.stages import algo as algo_run
 
     job = algo_run.job_for(analysed)
     records = algo_run.analyse(None, job, algo_run.Settings(progress=False))
@@ -279,13 +279,13 @@ def test_search_on_the_trained_demo_model_finds_sa_nodes(analysed):
 
 
 def test_dask_with_a_killed_worker_gives_the_in_process_result(analysed, tmp_path):
-    from hpc import algo_run
     from hpc.cluster import ClusterSpec, open_cluster
+    from jobs.stages import algo as algo_run
 
     settings = algo_run.Settings(progress=False)
     here = algo_run.analyse(None, algo_run.job_for(analysed, store=tmp_path / "here.zarr"), settings)
     job = algo_run.job_for(analysed, store=tmp_path / "dask.zarr")
-    spec = ClusterSpec(kind="local", workers=2, torch_threads=1, preload=("hpc.algo_run",))
+    spec = ClusterSpec(kind="local", workers=2, torch_threads=1, preload=("jobs.stages.algo",))
     with open_cluster(spec) as handle:
         done = tmp_path / "dask.zarr" / "algo" / "corrected" / "trials" / "done" / "c"
         with worker_killed_when(handle.client, done):
@@ -294,7 +294,7 @@ def test_dask_with_a_killed_worker_gives_the_in_process_result(analysed, tmp_pat
 
 
 def test_damaged_block_is_redone(analysed, tmp_path, capsys):
-    from hpc import algo_run
+    from jobs.stages import algo as algo_run
 
     settings = algo_run.Settings(progress=False)
     job = algo_run.job_for(analysed, store=tmp_path / "s.zarr")
@@ -359,7 +359,7 @@ def _synthetic_records(layout: Layout, layers: int, heads: int) -> list[dict]:
 def test_mixed_model_search_through_the_store_equals_in_process(tmp_path):
     """Every subtraction task too (a random 2-layer mixed model, synthetic behaviour): the stored blocks and
     the reduction give what the in-process search gives."""
-    from hpc import algo_run
+    from jobs.stages import algo as algo_run
 
     n, name = 2, "mix_d2_l2_h3_t300_s100001"
     layout = Layout(n)

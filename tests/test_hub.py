@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from arith.errors import InputError
-from hpc import hub
 from jobs.cli import main
+from jobs.stages import hub
 from tests.conftest import assert_one_line_error, varith
 
 NAME = "add_d6_l2_h3_t15K_s372001"

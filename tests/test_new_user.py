@@ -134,7 +134,7 @@ def test_make_demo_from_a_copy_of_the_repository(tmp_path):
 
 def test_a_misspelt_marker_field_is_named_not_swallowed(tmp_path):
     from arith.errors import InputError
-    from hpc import markers
+    from jobs.runs import markers
 
     run = tmp_path / "runs" / TINY
     markers.mark_running(run, None, "cli", None, None)

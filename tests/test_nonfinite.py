@@ -16,7 +16,7 @@ from arith.scoring import PrecisionChoice, score
 from arith.verify import BlockCounts, ExhaustiveSuite, RandomSuite, choose_precision, evaluate_block
 from arith.vocab import ADD, Layout, encode, parse_questions, tokens_to_strings
 from arith.weights import load_model, model_info
-from hpc.verify_store import make_fingerprint, prepare_suite
+from jobs.stages.verify_store import make_fingerprint, prepare_suite
 from tests.conftest import DEMO_NAME, assert_one_line_error, varith
 from tests.test_verify_dask import TINY, make_random_model
 

@@ -23,7 +23,7 @@ from arith.scoring import _plain_logits, score
 from arith.verify import BlockCounts, ExhaustiveSuite, RandomSuite, evaluate_block
 from arith.vocab import ADD, SUB, Layout, encode
 from arith.weights import load_model, model_info
-from hpc.verify_store import make_fingerprint, prepare_suite
+from jobs.stages.verify_store import make_fingerprint, prepare_suite
 from tests.conftest import varith
 
 CPU = torch.device("cpu")

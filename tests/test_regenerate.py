@@ -14,11 +14,12 @@ import pytest
 from analysis.behavior import load_records
 from arith.files import sha256_file
 from arith.names import PUBLISHED, parse_name
-from hpc import hub, rundir
-from hpc import regenerate as rg
-from hpc import runs as run_state
-from hpc.rundir import RunDir
 from jobs.cli import main
+from jobs.runs import lifecycle as run_state
+from jobs.runs import rundir
+from jobs.runs.rundir import RunDir
+from jobs.stages import hub
+from jobs.stages import regenerate as rg
 from tests.conftest import assert_one_line_error, varith
 
 INS = "ins1_mix_d6_l3_h4_t40K_s372001"
@@ -147,7 +148,7 @@ def test_dry_run_prints_every_model_its_stages_dependencies_and_where(tmp_path, 
     assert not (tmp_path / "o").exists()
     assert main(["regenerate", "--cluster", "slurm", "--dry-run"]) == 2  # needs --profile
     assert "--profile" in capsys.readouterr().err
-    profile = Path(rg.__file__).parent / "profiles"
+    profile = Path(__file__).resolve().parent.parent / "hpc" / "profiles"
     prof = next(iter(sorted(profile.glob("*.toml"))))
     assert main(["regenerate", "--cluster", "slurm", "--profile", str(prof), "--models", ADD, "--dry-run"]) == 0
     out = capsys.readouterr().out

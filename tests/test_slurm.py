@@ -18,10 +18,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from hpc import launcher, markers, profile, scheduler
-from hpc import runs as run_state
-from hpc.rundir import RunDir
+from hpc import launcher, profile, scheduler
 from jobs.cli import main
+from jobs.runs import lifecycle as run_state
+from jobs.runs import markers
+from jobs.runs.rundir import RunDir
 from tests.conftest import train_in
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -26,8 +26,8 @@ from arith.vocab import ADD, SUB
 from arith.weights import model_info
 from hpc.cluster import ClusterSpec, open_cluster
 from hpc.store import StoreDamage
-from hpc.verification import VerifyWork, verify_distributed
-from hpc.verify_store import ALL_ARRAYS, DATA_ARRAYS, make_fingerprint, prepare_suite
+from jobs.stages.verify import VerifyWork, verify_distributed
+from jobs.stages.verify_store import ALL_ARRAYS, DATA_ARRAYS, make_fingerprint, prepare_suite
 from tests.conftest import assert_one_line_error
 from tests.conftest import varith as _varith
 from tests.test_verify_dask import FP32, MIXED, make_random_model, reference_report
@@ -62,7 +62,7 @@ def model(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def cluster1():
-    with open_cluster(ClusterSpec(kind="local", workers=1, torch_threads=1, preload=("hpc.verification",))) as handle:
+    with open_cluster(ClusterSpec(kind="local", workers=1, torch_threads=1, preload=("jobs.stages.verify",))) as handle:
         yield handle
 
 

@@ -222,7 +222,7 @@ def test_a_task_of_a_cleared_group_writes_nothing_into_the_new_one(tmp_path):
     (a SLURM worker outliving its killed driver) writes nothing there: the group's generation differs."""
     from arith.verify import BlockCounts, RandomSuite
     from arith.vocab import ADD
-    from hpc.verify_store import make_fingerprint, prepare_suite
+    from jobs.stages.verify_store import make_fingerprint, prepare_suite
 
     suite = RandomSuite(2, (ADD,), 3000, block_size=1000)
     fp = make_fingerprint("0" * 64, suite.fingerprint(), "reference", "fp32", 16)

@@ -14,11 +14,12 @@ from pathlib import Path
 import pytest
 
 from arith.errors import InputError
-from hpc import launcher, markers, profile
-from hpc import runs as run_state
+from hpc import launcher, profile
 from hpc.launcher import LaunchConfig, Launcher, Task
 from hpc.scheduler import QueueEntry
 from jobs.cli import main
+from jobs.runs import lifecycle as run_state
+from jobs.runs import markers
 
 ROOT = Path(__file__).resolve().parents[1]
 PROFILES = ROOT / "hpc" / "profiles"

@@ -29,8 +29,8 @@ from arith.vocab import ADD, SUB
 from arith.weights import load_model, model_info
 from hpc.cluster import ClusterSpec, job_script, lifetimes, open_cluster
 from hpc.profile import load_profile
-from hpc.verification import VerifyWork, verify_distributed, verify_in_process
-from hpc.verify_store import DATA_ARRAYS, make_fingerprint, prepare_suite
+from jobs.stages.verify import VerifyWork, verify_distributed, verify_in_process
+from jobs.stages.verify_store import DATA_ARRAYS, make_fingerprint, prepare_suite
 from tests.conftest import REPO, assert_one_line_error
 from tests.conftest import varith as _varith
 
@@ -73,7 +73,7 @@ def mixed(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def cluster2():
     """A real 2-worker LocalCluster (processes, one thread each) from the cluster factory."""
-    with open_cluster(ClusterSpec(kind="local", workers=2, torch_threads=1, preload=("hpc.verification",))) as handle:
+    with open_cluster(ClusterSpec(kind="local", workers=2, torch_threads=1, preload=("jobs.stages.verify",))) as handle:
         yield handle
 
 
@@ -166,7 +166,7 @@ def test_worker_killed_mid_run_loses_and_double_counts_nothing(tiny, tmp_path):
     suite = RandomSuite(2, (ADD,), 200_000, seed=7, block_size=5_000)  # 40 blocks
     spec = task_spec(tiny, suite, tmp_path / "kill.zarr")
     killed: list[int] = []
-    with open_cluster(ClusterSpec(kind="local", workers=2, torch_threads=1, preload=("hpc.verification",))) as handle:
+    with open_cluster(ClusterSpec(kind="local", workers=2, torch_threads=1, preload=("jobs.stages.verify",))) as handle:
         client = handle.client
         pids = client.run(os.getpid)
 

@@ -1,5 +1,5 @@
 """Ablation runs (docs/reference_facts.md F7): survey, useful positions and node ablations farmed as blocks over
-Dask into `<name>.zarr/ablate/` (hpc.ablate_store), then reduced to `<name>_behavior.json`.
+Dask into `<name>.zarr/ablate/` (jobs.stages.ablate_store), then reduced to `<name>_behavior.json`.
 
 Stages, each a group of blocks run through `hpc.blocks.run_checked` (done flags, checks, redo of damaged
 blocks, deterministic tasks, so a killed worker or a restarted driver changes nothing):
@@ -32,9 +32,10 @@ from arith.files import atomic_write_json, sha256_file
 from arith.model import ModelShape
 from arith.names import sidecar_path
 from arith.vocab import ADD, Layout, encode
-from hpc import ablate_store as st
-from hpc.blocks import DEFAULT_RETRIES, run_checked, worker_model
+from hpc.blocks import DEFAULT_RETRIES, run_checked
 from hpc.store import consolidate, group_lock, prepare_group
+from jobs.stages import ablate_store as st
+from jobs.stages.template import worker_model
 
 
 @dataclass(frozen=True)
@@ -559,7 +560,7 @@ def job_for(
     from arith.varied import analysis_batch_size, varied_questions
     from arith.varied import question_file as read_question_file
     from arith.weights import model_info, trained_ops
-    from hpc.rundir import RunDir
+    from jobs.runs.rundir import RunDir
 
     shape, n_digits, config = model_info(weights)
     name = name_of_weights(weights)

@@ -1,8 +1,8 @@
 """Verification runs: the suite's blocks in this process, or farmed over Dask into the Zarr store.
 
 Each Dask task gets only (block index, a small `VerifyWork`): it generates its questions from (suite, block
-index), loads the model once per worker process (`hpc.blocks.worker_model`), scores, and writes its own rows,
-then its done flag (`hpc.verify_store`). A killed worker's task is simply run again (same bytes); a restarted
+index), loads the model once per worker process (`jobs.stages.template.worker_model`), scores, and writes its own rows,
+then its done flag (`jobs.stages.verify_store`). A killed worker's task is simply run again (same bytes); a restarted
 driver skips done blocks; the reduction checks every block and redoes damaged ones (`hpc.blocks.run_checked`).
 A worker lost while the cluster starts is survived too (`hpc.cluster`).
 """
@@ -23,10 +23,11 @@ from arith.model import ModelShape
 from arith.progress import progress as progress_report
 from arith.scoring import PrecisionChoice
 from arith.verify import DEFAULT_CAP, BlockCounts, Suite, evaluate_block
-from hpc.blocks import DEFAULT_RETRIES, run_checked, worker_model
+from hpc.blocks import DEFAULT_RETRIES, run_checked
 from hpc.cluster import ClusterSpec
 from hpc.store import StoreDamage, consolidate, group_lock
-from hpc.verify_store import VERIFY_GROUP, SuiteStore, make_fingerprint, prepare_suite, suite_block
+from jobs.stages.template import worker_model
+from jobs.stages.verify_store import VERIFY_GROUP, SuiteStore, make_fingerprint, prepare_suite, suite_block
 
 
 @dataclass(frozen=True)
@@ -158,7 +159,7 @@ def plan_line(suite, n_done: int, location: str) -> str:
 
 
 def expected_questions(suite) -> int:
-    from hpc.verify_store import expected_sizes
+    from jobs.stages.verify_store import expected_sizes
 
     return int(expected_sizes(suite).sum())
 

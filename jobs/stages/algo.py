@@ -1,5 +1,5 @@
 """Algorithm search runs (docs/reference_facts.md F8): one checked block per intervening task, farmed over Dask into
-`<name>.zarr/algo/<mode>/trials` (hpc.algo_store), reduced to `<name>_maths.json`.
+`<name>.zarr/algo/<mode>/trials` (jobs.stages.algo_store), reduced to `<name>_maths.json`.
 
 The driver plans every task's trials from the behaviour records (`analysis.algo.plan`: candidate heads and
 same-layer pairs at every position, for every digit, times the digit's tests). Block k evaluates task k's
@@ -23,10 +23,11 @@ from analysis import algo_tasks as at
 from analysis.ablate import Node
 from arith.errors import InputError
 from arith.files import atomic_write_bytes, sha256_file
-from hpc import algo_store as st
-from hpc.ablation import Model
-from hpc.blocks import DEFAULT_RETRIES, run_checked, worker_model
+from hpc.blocks import DEFAULT_RETRIES, run_checked
 from hpc.store import StoreDamage, consolidate, group_lock, prepare_group
+from jobs.stages import algo_store as st
+from jobs.stages.ablate import Model
+from jobs.stages.template import worker_model
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,7 @@ class Job:
 
 
 def model_of(weights: str | Path) -> Model:
-    """The hpc.ablation.Model of a weights file (shape, digits, operations, sha256)."""
+    """The jobs.stages.ablate.Model of a weights file (shape, digits, operations, sha256)."""
     from arith.names import name_of_weights
     from arith.weights import model_info, trained_ops
 
@@ -73,8 +74,8 @@ def job_for(
     """The search of one model from its behaviour file (default: beside the weights). Refused (InputError) when
     the file's sidecar names other weights, a node does not fit the model, or (unless `allow_empty`) it is empty."""
     from analysis.behavior import check_nodes_fit, load_records
-    from hpc.ablation import read_sidecar
-    from hpc.rundir import RunDir
+    from jobs.runs.rundir import RunDir
+    from jobs.stages.ablate import read_sidecar
 
     run = RunDir.beside(weights)
     path = Path(behavior or run.behavior_json)
@@ -157,7 +158,7 @@ def check_store(job: Job, settings: Settings, reduce_only: bool = False) -> None
     """Before any work: when the store's search of this mode was made from another behaviour file than the
     job's (same weights and settings), one InputError line saying so in words and which command to run. Any
     other difference is prepare_group's to name; with --fresh (not --reduce-only) the search is redone anyway."""
-    from hpc.ablation import ablate_command, mode_of
+    from jobs.stages.ablate import ablate_command, mode_of
 
     if settings.fresh and not reduce_only:
         return
@@ -219,7 +220,7 @@ def _analyse(client, job: Job, settings: Settings, resources: dict | None = None
 def _remember_behavior(group: st.TrialsGroup, job: Job) -> None:
     import zarr
 
-    from hpc.ablation import ablate_command
+    from jobs.stages.ablate import ablate_command
 
     made_by = ablate_command(job.behavior, job.given or job.model.weights)
     g = zarr.open_group(store=group.root, path=group.path, mode="r+", zarr_format=3)

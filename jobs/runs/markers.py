@@ -10,7 +10,7 @@
   command line. `artifacts_ok(run_dir)` says whether the training artifacts are listed there and still match
   byte for byte.
 - `runs/<name>/progress.json` is written while training (step, steps, loss); `read_progress` reads it.
-File names come from `hpc.rundir.RunDir`.
+File names come from `jobs.runs.rundir.RunDir`.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ from pathlib import Path
 
 from arith.errors import InputError
 from arith.files import atomic_write_json, sha256_file
-from hpc import rundir
-from hpc.rundir import RunDir
+from jobs.runs import rundir
+from jobs.runs.rundir import RunDir
 
 STATES = ("submitted", "running", "done", "failed", "stopped")  # stopped: --stop-after or a signal, resumable
 _MAX_EVENTS = 50

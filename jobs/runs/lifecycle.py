@@ -24,8 +24,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from arith.files import atomic_write_json
-from hpc import markers, scheduler
-from hpc.rundir import RunDir
+from hpc import scheduler
+from jobs.runs import markers
+from jobs.runs.rundir import RunDir
 
 
 def error_line(exc: BaseException) -> str:
@@ -81,7 +82,7 @@ def fail_run(run_dir: str | Path, reason: BaseException | str) -> None:
 
 
 def clear_for_retrain(run_dir: str | Path) -> None:
-    """--force (train and sweep): forget the run's training outputs (hpc.markers.clear_run) and say on stderr
+    """--force (train and sweep): forget the run's training outputs (jobs.runs.markers.clear_run) and say on stderr
     which files made from the old weights are now stale (they are kept: each names the weights' sha256)."""
     import sys
 

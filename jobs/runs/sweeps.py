@@ -1,8 +1,8 @@
 """A sweep of training runs: the plan (one run per architecture and seed, plus the addition models ins* runs
 need), which runs to skip, the rounds of submission and retry, and the `--dry-run` rendering.
 
-`run_sweep(opts)` plans, refuses runs whose folders hold training of other settings (hpc.runs.recorded_settings;
-`--force` retrains them), skips runs that are done or active (hpc.runs), submits the rest through
+`run_sweep(opts)` plans, refuses runs whose folders hold training of other settings (jobs.runs.lifecycle.recorded_settings;
+`--force` retrains them), skips runs that are done or active (jobs.runs.lifecycle), submits the rest through
 hpc.launcher, marks each run as its job ends, and resubmits failed runs up to `opts.retries` times (a run SLURM
 would never start is not resubmitted: the same request would wait again; nor is one whose loss or gradient
 stopped being finite: it would diverge again at the same step). While it waits it prints a line per run each
@@ -22,11 +22,13 @@ from typing import Any
 from arith.errors import InputError
 from arith.names import expand_arch
 from arith.progress import eta
-from hpc import markers, runs, scheduler
+from hpc import scheduler
+from jobs.runs import markers
+from jobs.runs import lifecycle as runs
 from hpc.launcher import Handle, LaunchConfig, Launcher, Task, afterok, render_sbatch, slurm_groups
 from hpc.profile import check_keys, read_toml
-from hpc.rundir import RunDir
-from hpc.training import RunSpec, TrainTask
+from jobs.runs.rundir import RunDir
+from jobs.runs.training import RunSpec, TrainTask
 
 NEVER_STARTS_PREFIX = "slurm will never start"
 DIVERGED_PREFIX = "Diverged:"  # the marker's error of a run whose loss or gradient stopped being finite
@@ -114,7 +116,7 @@ def plan(req: SweepRequest) -> list[PlannedRun]:
 
 
 def _other_settings(planned: list[PlannedRun], active: set[str], force: bool) -> None:
-    """InputError naming the runs whose folders hold training of other settings (hpc.runs.recorded_settings,
+    """InputError naming the runs whose folders hold training of other settings (jobs.runs.lifecycle.recorded_settings,
     the rule `varith train` uses too): a run trained, or checkpointed, with other settings is neither done nor
     resumable for this sweep. `--force` retrains the sweep's own runs; an addition model is never retrained."""
     lines = []

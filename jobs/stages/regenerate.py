@@ -8,17 +8,17 @@ does, and the verification asks fewer questions).
 Per model, in dependency order (an insert model, and everything it needs, first; an insert model that is not
 published gets only the stages an ins* model needs of it: its weights and its behaviour file):
 
-    train   the sweep machinery (hpc.sweeps: submitit on slurm, local or debug), one run under OUT/runs/
+    train   the sweep machinery (jobs.runs.sweeps: submitit on slurm, local or debug), one run under OUT/runs/
     verify  random questions per trained operation (1M at full scale) -> <name>_accuracy.json
-    ablate  node ablation (hpc.ablation) -> <name>_behavior.json, sidecar, quanta maps
-    algo    algorithm search (hpc.algo_run) -> <name>_maths.json
+    ablate  node ablation (jobs.stages.ablate) -> <name>_behavior.json, sidecar, quanta maps
+    algo    algorithm search (jobs.stages.algo) -> <name>_maths.json
     hub     OUT/hub/<name>/: the published files flat, README.md (model card) and manifest.json
 
 On slurm the Dask stages farm their blocks over SLURM workers (the profile's [slurm] and [dask]); elsewhere
 they run in this process. On slurm and local, the models that need no other model's files are trained ahead,
 together (one sweep per seed, its runs in parallel), before the per-model chains.
 
-A stage is skipped when its outputs exist and check out: training by its manifest (hpc.markers), the others
+A stage is skipped when its outputs exist and check out: training by its manifest (jobs.runs.markers), the others
 by the stamps `OUT/runs/<name>/stage.json` keeps (sha256 of what each finished stage read and wrote, its quanta
 maps included) plus their own checks (the accuracy report's suite and weights sha256, the schema of the behaviour
 and maths files, the hub folder's manifest). A stage is also redone when a stage it depends on (DEPENDS) finished
@@ -27,7 +27,7 @@ the hub folder, even across an interruption. So a regeneration that was interrup
 model that fails is named in the summary; the others go on (those that need it are not started).
 
 Each stage removes only the files it owns: the quanta maps belong to the stage that draws them
-(hpc.rundir.QUANTA_OWNERS: `algo` draws `<name>_quanta_algo.*`, `ablate` every other view).
+(jobs.runs.rundir.QUANTA_OWNERS: `algo` draws `<name>_quanta_algo.*`, `ablate` every other view).
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ from typing import Any
 from arith.errors import InputError
 from arith.files import atomic_write_json, sha256_file
 from arith.names import check_pair, expand_arch, parse_name, sidecar_path
-from hpc.rundir import RunDir, submitit_folder
+from jobs.runs.rundir import RunDir, submitit_folder
 
 STAGES = ("train", "verify", "ablate", "algo", "hub")
 # what each stage reads of the others: when one of these finished after it, the stage is redone
@@ -59,7 +59,7 @@ DEPENDS = {
 INSERT_STAGES = ("train", "ablate")  # what an ins* model needs of an addition model that is not published
 SCALES = ("full", "tiny")
 CLUSTERS = ("slurm", "local", "debug")
-CATALOG = Path(__file__).resolve().parent.parent / "jobs" / "catalog.toml"
+CATALOG = Path(__file__).resolve().parent.parent / "catalog.toml"
 _MODEL_KEYS = {"name", "note", "insert"}
 _RECIPE_KEYS = {"steps", "train", "questions"}
 
@@ -104,7 +104,7 @@ def positive_int(value, what: str) -> int:
 
 
 def read_catalog(path: str | Path | None = None) -> Catalog:
-    from hpc.training import TRAIN_OVERRIDES
+    from jobs.runs.training import TRAIN_OVERRIDES
 
     path = Path(path) if path else CATALOG
     try:
@@ -380,7 +380,7 @@ def _clear_own_maps(run: RunDir, stage: str) -> None:
 
 
 def _own_maps(run: RunDir, stage: str, written: Sequence[Path]) -> list[Path]:
-    """The quanta maps a stage drew, checked to be its own (hpc.rundir.QUANTA_OWNERS)."""
+    """The quanta maps a stage drew, checked to be its own (jobs.runs.rundir.QUANTA_OWNERS)."""
     mine = run.quanta_maps(stage)
     names = {p.name for p in mine}
     foreign = sorted(Path(p).name for p in written if Path(p).suffix in (".svg", ".png") and Path(p).name not in names)
@@ -398,7 +398,7 @@ class Stages:
 
     # -- train
     def done_train(self, step: Step) -> bool:
-        from hpc import runs
+        from jobs.runs import lifecycle as runs
 
         run = self.opts.run(step)
         return run.path.is_dir() and runs.resolve_one(run.path).state == "done"
@@ -407,7 +407,7 @@ class Stages:
         """Train models of one seed in one sweep (in parallel on slurm and local): {run name: status row}."""
         from hpc.launcher import LaunchConfig
         from hpc.profile import resolve_slurm
-        from hpc.sweeps import SweepOptions, SweepRequest, run_sweep
+        from jobs.runs.sweeps import SweepOptions, SweepRequest, run_sweep
 
         opts = self.opts
         seeds = {parse_name(s.source).seed for s in steps}
@@ -456,16 +456,16 @@ class Stages:
         opts = self.opts
         run = opts.run(step)
         shape, suite = _suite(opts, run)
-        spec = _dask(opts, suite.n_blocks, "hpc.verification")
+        spec = _dask(opts, suite.n_blocks, "jobs.stages.verify")
         if spec is None:
             from arith.device import choose_device
             from arith.weights import load_model
-            from hpc.verification import verify_in_process
+            from jobs.stages.verify import verify_in_process
 
             model = load_model(run.weights, shape, choose_device(opts.device))
             counts = verify_in_process(model, suite, progress=False)
         else:
-            from hpc.verification import DaskVerify, run_dask
+            from jobs.stages.verify import DaskVerify, run_dask
 
             job = DaskVerify(run.weights, shape, suite, run.store.resolve(), spec, device=opts.device, progress=False)
             counts = run_dask(job)
@@ -488,12 +488,12 @@ class Stages:
         return meta.get("weights_sha256") == sha256_file(run.weights) and meta.get("mode") == "corrected"
 
     def run_ablate(self, step: Step) -> list[Path]:
-        from hpc import ablation
+        from jobs.stages import ablate as ablation
 
         run = self.opts.run(step)
         settings = ablation.Settings(device=self.opts.device, progress=False)
         job = ablation.job_for(run.weights)
-        ((job, records),) = ablation.run_many([job], settings, _dask(self.opts, 64, "hpc.ablation"))
+        ((job, records),) = ablation.run_many([job], settings, _dask(self.opts, 64, "jobs.stages.ablate"))
         tiny = self.opts.recipe.scale == "tiny"  # its few-step models learn nothing: the plumbing is what it tests
         _clear_own_maps(run, "ablate")  # the views drawn now replace the last ablation's (the algo map stays)
         written = ablation.write_outputs(job, settings, records, pictures=True, allow_empty=tiny)  # else NoUsefulNodes
@@ -516,12 +516,12 @@ class Stages:
         return not stale_files(run.behavior_json, [run.maths_json, *run.quanta_maps("algo")])
 
     def run_algo(self, step: Step) -> list[Path]:
-        from hpc import algo_run
+        from jobs.stages import algo as algo_run
 
         run = self.opts.run(step)
         job = algo_run.job_for(run.weights, allow_empty=True)  # the ablate stage refused an empty one (not tiny)
         settings = algo_run.Settings(device=self.opts.device, progress=False)
-        records = algo_run.run(job, settings, _dask(self.opts, 16, "hpc.algo_run"))
+        records = algo_run.run(job, settings, _dask(self.opts, 16, "jobs.stages.algo"))
         _clear_own_maps(run, "algo")  # a search that tags nothing draws no map: the last one must not stay
         algo_run.write_outputs(job, records)
         return [run.weights, run.behavior_json, run.maths_json, *run.quanta_maps("algo")]
@@ -533,7 +533,7 @@ class Stages:
     def done_hub(self, step: Step) -> bool:
         """Its stamp checks out, the folder's manifest too, and the folder holds exactly the run's files to
         publish (its quanta maps included), the same bytes, plus the card and the manifest."""
-        from hpc.hub import CARD, MANIFEST, manifest_problem
+        from jobs.stages.hub import CARD, MANIFEST, manifest_problem
 
         run = self.opts.run(step)
         folder = self.hub_folder(step)
@@ -547,7 +547,7 @@ class Stages:
         return all(listed[p.name]["sha256"] == sha256_file(p) for p in sources)
 
     def run_hub(self, step: Step) -> list[Path]:
-        from hpc.hub import MANIFEST
+        from jobs.stages.hub import MANIFEST
 
         run = self.opts.run(step)
         folder = self.hub_folder(step)
@@ -560,7 +560,7 @@ def build_hub_folder(run: RunDir, step: Step, opts: Options, folder: Path) -> Pa
     from analysis.accuracy import read_reports
     from analysis.card import CardInput, model_card
     from arith.files import atomic_write_bytes
-    from hpc.hub import CARD, write_manifest
+    from jobs.stages.hub import CARD, write_manifest
 
     tmp = folder.with_name(f".{folder.name}.building")
     shutil.rmtree(tmp, ignore_errors=True)

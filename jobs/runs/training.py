@@ -29,8 +29,9 @@ from typing import Any
 import submitit
 
 from arith.train import tunable_fields
-from hpc import markers, runs
-from hpc.rundir import RunDir
+from jobs.runs import markers
+from jobs.runs import lifecycle as runs
+from jobs.runs.rundir import RunDir
 
 # TrainConfig fields a sweep may override (the name carries op, digits, layers, heads, steps and seed)
 TRAIN_OVERRIDES = tuple(f.name for f in tunable_fields())

@@ -1,0 +1,51 @@
+"""The one shape every Dask stage has (verify, ablate, algo, and the studies built on them).
+
+A stage is a class with a `name`, the module of its block work (`preload`, named from the work class itself so a
+file move cannot break it), and two methods:
+
+- `run(job, blocks)`: prepare (or reopen and check) the job's store groups under one lock, run their pending blocks
+  through `blocks` (a `hpc.cluster.BlockRunner`: a Dask client, or this process), reduce the store to a result;
+- `reduce(job)`: the result from a store whose blocks are all done, computing nothing.
+
+`run_stage(stage, jobs, settings, cluster)` opens the cluster once (any `hpc.cluster.Cluster` kind, `InProcess`
+included) and runs every job on it. `StageSettings` holds what every stage shares. `worker_model` is the model
+a block task scores, loaded once per worker process.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from arith.errors import InputError
+from arith.files import sha256_file
+from hpc.blocks import DEFAULT_RETRIES, worker_cached
+
+
+@dataclass(frozen=True)
+class StageSettings:
+    """What every stage shares: the device of its block tasks, task retries, the progress report, --fresh, and
+    whether to wait for another run holding the same store group (False: refuse)."""
+
+    device: str = "auto"
+    retries: int = DEFAULT_RETRIES
+    progress: bool = True
+    fresh: bool = False
+    wait: bool = True
+
+
+def worker_model(weights: str, weights_sha256: str, shape, device: str = "auto"):
+    """The model at `weights`, loaded once per worker process (checked against the driver's sha256) and kept;
+    one model per process at a time."""
+
+    def load():
+        from arith.device import choose_device
+        from arith.weights import load_model
+
+        if not Path(weights).is_file():
+            raise InputError(f"weights {weights}: no such file on this worker (is it on a shared filesystem?)")
+        if sha256_file(weights) != weights_sha256:
+            raise InputError(f"weights {weights} changed since this run started; run it again")
+        return load_model(weights, shape, choose_device(device))
+
+    return worker_cached("model", (weights, weights_sha256, device), load)
