@@ -135,15 +135,48 @@ def shape_from_config(config: dict, source: str = "train json") -> ModelShape:
         raise InputError(f"{source}: Config has a bad value ({exc})") from None
 
 
-def read_train_json(path: str | Path) -> dict:
+def read_train_json(path: str | Path, name: str | None = None, complete: bool = False) -> dict:
+    """A train json of any era (`<name>_train.json`, or the per-model layout's `training_loss.json`), checked:
+    an object with a `Config` object; `TrainingLoss`, when present, a list of numbers; the top-level
+    `AvgFinalLoss` / `FinalLoss` of files written before mid-2024, when present, numbers. One InputError line
+    otherwise.
+
+    By default the data comes back as the file holds it (so it can be written back byte for byte). With
+    `complete`, a copy whose Config has what newer eras record and older ones lack: `d_model` (510, the
+    published width, when absent), `model_name` (`name`, else the file's `<name>_train.json`, when absent), and
+    `avg_final_loss` / `final_loss` from the top-level `AvgFinalLoss` / `FinalLoss` when those are above 0 (the
+    reference's load_training_json rule)."""
     path = Path(path)
     try:
         data = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise InputError(f"train json {path}: unreadable ({exc})") from None
+    except (OSError, ValueError, RecursionError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"train json {path}: unreadable ({reason[:160]})") from None
     if not isinstance(data, dict) or not isinstance(data.get("Config"), dict):
         raise InputError(f"train json {path}: expected an object with a 'Config' object")
-    return data
+
+    def number(x) -> bool:
+        return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+    losses = data.get("TrainingLoss")
+    if losses is not None and not (isinstance(losses, list) and all(number(x) for x in losses)):
+        raise InputError(f"train json {path}: 'TrainingLoss' is not a list of numbers")
+    for key in ("AvgFinalLoss", "FinalLoss"):
+        if key in data and data[key] is not None and not number(data[key]):
+            raise InputError(f"train json {path}: {key!r} is not a number")
+    if not complete:
+        return data
+    config = dict(data["Config"])
+    config.setdefault("d_model", PUBLISHED_D_MODEL)
+    if "model_name" not in config:
+        suffix = "_train.json"
+        own = path.name[: -len(suffix)] if path.name.endswith(suffix) and len(path.name) > len(suffix) else None
+        if name or own:
+            config["model_name"] = name or own
+    for top, key in (("AvgFinalLoss", "avg_final_loss"), ("FinalLoss", "final_loss")):
+        if number(data.get(top)) and data[top] > 0:
+            config[key] = data[top]
+    return data | {"Config": config}
 
 
 def shape_from_state_dict(sd: dict[str, torch.Tensor], name) -> ModelShape:

@@ -33,6 +33,7 @@ COMMANDS: dict[str, str] = {
     "publish": "jobs.publish",
     "fetch": "jobs.fetch",
     "compare": "jobs.compare",
+    "zoo": "jobs.zoo",
 }
 
 

@@ -13,11 +13,20 @@ folder, for tests and for offline mirrors.
 
 Repository ids follow the Hugging Face Hub's rule (`check_repo`). A fetched file is checked against the sha256
 the repository's `manifest.json` gives it (and against what the Hub reports of it) before it enters the cache.
+
+Two layouts (analysis.zoo: the flat legacy one, `<name>.pth`, `<name>_train.json`, ...; and the per-model one,
+repository `QuantaMaths_<name>` with `model.pth`, `training_loss.json`, `behaviors.json`, `features.json`):
+`build_folder` makes a hub folder of either from a run's artifacts (or converts a hub folder of the other layout);
+publishing detects a folder's layout; fetching reads a repository of either into the cache, under the flat names
+every command loads by. A folder is uploaded only when every file survives a save -> reload round trip with
+identical bytes (`round_trip`), and only the files that changed; `publish_folder` returns the record of it that
+the publish manifest keeps.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import platform
@@ -26,7 +35,7 @@ import shutil
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -313,7 +322,276 @@ def hub_for(spec: str | None) -> Hub:
     return LocalFolderHub(Path(spec))
 
 
-# ------------------------------------------------------------------------------------------------ publish / fetch
+# ------------------------------------------------------------------------------------------------ building
+
+
+def source_files(src: str | Path, model: str | None = None):
+    """The files of one model (analysis.zoo.ModelFiles) in a run folder or a hub folder of either layout; one
+    InputError line when the folder holds no model, several and `model` names none of them, or lacks the
+    weights or the train json."""
+    from analysis.zoo import models_in
+
+    src = Path(src)
+    if not src.is_dir():
+        raise InputError(f"{src}: no such folder")
+    found = models_in(src)
+    if model is not None:
+        found = [m for m in found if m.model == model]
+    if len(found) != 1:
+        what = f"no files of {model}" if model else ("no model's files" if not found else "several models' files")
+        raise InputError(f"{src}: {what}; expected one model's run or hub folder")
+    mf = found[0]
+    missing = [k for k in ("weights", "train") if k not in mf.files]
+    if missing:
+        raise InputError(f"{src}: {mf.model} has no {' or '.join(missing)} file; nothing to build a hub folder from")
+    return mf
+
+
+def folder_name(model: str, layout: str) -> str:
+    """The hub folder of `model` in `layout`: `<name>` (flat) or `QuantaMaths_<name>` (per model), also the
+    per-model repository's name."""
+    from analysis.zoo import hub_layout
+
+    return hub_layout(layout).folder_name(model)
+
+
+def rename_files_in(text: str, names: Mapping[str, str]) -> str:
+    """`text` with every file name of `names` replaced by its new name (whole names, longest first): a model
+    card written for one layout, for the other."""
+    names = {old: new for old, new in names.items() if old != new}
+    if not names:
+        return text
+    pattern = re.compile("|".join(re.escape(n) for n in sorted(names, key=len, reverse=True)))
+    return pattern.sub(lambda m: names[m.group(0)], text)
+
+
+def _default_seeds(mf) -> dict:
+    from analysis.accuracy import read_reports
+    from arith.names import parse_name
+    from arith.weights import read_train_json
+
+    seeds = {"training": parse_name(mf.model).seed}
+    if "accuracy" in mf.files:
+        report = read_reports(mf.files["accuracy"]).get("random") or {}
+        if (report.get("suite") or {}).get("seed") is not None:
+            seeds["verification"] = report["suite"]["seed"]
+    analysis_seed = read_train_json(mf.files["train"])["Config"].get("analysis_seed")
+    if analysis_seed is not None:
+        seeds["analysis"] = analysis_seed
+    return seeds
+
+
+def build_folder(
+    src: str | Path,
+    folder: str | Path,
+    layout: str = "flat",
+    *,
+    model: str | None = None,
+    card: str | None = None,
+    seeds: Mapping[str, int] | None = None,
+    **meta,
+) -> Path:
+    """The hub folder `folder` of one model in `layout` ("flat" or "per-model"), from its run folder or a hub
+    folder of either layout (`src`; `model` picks one of several): built beside `folder` and then moved there.
+
+    Flat: the run's files as they are (`<name>.pth`, `<name>_train.json`, `<name>_accuracy.json`,
+    `<name>_behavior.json`, `<name>_maths.json`, `<name>_quanta_*`). Per model: the weights, train json, accuracy
+    and pictures as they are under their per-model names (`model.pth`, `training_loss.json`, `accuracy.json`,
+    `quanta_*`), `behaviors.json` (every tag that is not Algo:) and `features.json` (only Algo: tags, every useful
+    node) split from the behaviour and maths files (analysis.zoo.split_records: for our runs, the same bytes).
+
+    `card`: the model card's text, naming the files by their flat names (what analysis.card writes); without
+    it, the source folder's README.md when it has one. Its file names are renamed for the layout. Then
+    `manifest.json` (write_manifest) with `seeds` (default: training, verification and analysis seeds from
+    the files), `layout` and `meta`. Returns the folder."""
+    from analysis.zoo import FLAT, PER_MODEL, HubLayout, hub_layout, read_records, split_records
+    from arith.files import atomic_write_bytes
+
+    mf = source_files(src, model)
+    name, lay, src_lay = mf.model, hub_layout(layout), HubLayout(mf.layout)
+    folder = Path(folder)
+    tmp = folder.with_name(f".{folder.name}.building")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    split = lay.name == PER_MODEL and any(k in mf.files for k in ("behavior", "maths"))
+    for kind, path in mf.files.items():
+        if not (split and kind in ("behavior", "maths")):
+            shutil.copyfile(path, tmp / lay.file(name, kind))
+    if split:
+        behavior = read_records(mf.files["behavior"]) if "behavior" in mf.files else []
+        maths = read_records(mf.files["maths"]) if "maths" in mf.files else []
+        for kind, records in zip(("behavior", "maths"), split_records(behavior, maths), strict=True):
+            if kind in mf.files:
+                atomic_write_bytes(tmp / lay.file(name, kind), json.dumps(records).encode())
+    if card is None and (Path(src) / CARD).is_file():
+        card, card_layout = (Path(src) / CARD).read_text(), src_lay
+    else:
+        card_layout = HubLayout(FLAT)
+    if card is not None:
+        renames = {card_layout.file(name, k): lay.file(name, k) for k in mf.files}
+        atomic_write_bytes(tmp / CARD, rename_files_in(card, renames).encode())
+    write_manifest(tmp, name, dict(seeds) if seeds is not None else _default_seeds(mf), layout=lay.name, **meta)
+    old = folder.with_name(f".{folder.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if folder.exists():
+        folder.rename(old)
+    tmp.rename(folder)
+    shutil.rmtree(old, ignore_errors=True)
+    return folder
+
+
+def expected_files(src: str | Path, layout: str = "flat", model: str | None = None) -> dict[str, str]:
+    """{file name: sha256} of the model files `build_folder(src, ..., layout)` puts in a hub folder (the card
+    and the manifest aside): what a folder built earlier must still hold to be up to date."""
+    from analysis.zoo import PER_MODEL, hub_layout, read_records, split_records
+
+    mf = source_files(src, model)
+    lay = hub_layout(layout)
+    out = {lay.file(mf.model, kind): sha256_file(path) for kind, path in mf.files.items()}
+    if lay.name == PER_MODEL and any(k in mf.files for k in ("behavior", "maths")):
+        behavior = read_records(mf.files["behavior"]) if "behavior" in mf.files else []
+        maths = read_records(mf.files["maths"]) if "maths" in mf.files else []
+        for kind, records in zip(("behavior", "maths"), split_records(behavior, maths), strict=True):
+            if kind in mf.files:
+                out[lay.file(mf.model, kind)] = hashlib.sha256(json.dumps(records).encode()).hexdigest()
+    return out
+
+
+def folder_matches(src: str | Path, folder: str | Path, layout: str = "flat", model: str | None = None) -> bool:
+    """Whether `folder` is `src`'s hub folder in `layout`, up to date: its manifest checks out, it holds exactly
+    the model files `expected_files` names with those contents, plus the manifest and (when there is one) the
+    card. For `varith regenerate`'s check that a hub stage is done, in either layout."""
+    folder = Path(folder)
+    if not folder.is_dir() or manifest_problem(folder) is not None:
+        return False
+    try:
+        want = expected_files(src, layout, model)
+    except InputError:
+        return False
+    present = {p.name for p in folder.iterdir() if p.is_file()} - {MANIFEST, CARD}
+    return present == set(want) and all(sha256_file(folder / n) == sha for n, sha in want.items())
+
+
+def build_folders(src: str | Path, hub_dir: str | Path, layout: str = "flat", **kwargs) -> list[Path]:
+    """`build_folder` into `hub_dir/<folder_name>` for `layout` "flat", "per-model" or "both" (flat first):
+    `hub_dir/<name>/` and `hub_dir/QuantaMaths_<name>/`. Returns the folders."""
+    from analysis.zoo import LAYOUTS
+
+    layouts = LAYOUTS if layout == "both" else (layout,)
+    if any(lay not in LAYOUTS for lay in layouts):
+        raise InputError(f"--layout {layout}: expected flat, per-model or both")
+    mf = source_files(src, kwargs.get("model"))
+    out = []
+    for lay in layouts:
+        out.append(build_folder(src, Path(hub_dir) / folder_name(mf.model, lay), lay, **kwargs))
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ round trip
+
+
+@dataclass(frozen=True)
+class RoundTrip:
+    """Whether every file of a folder survives save -> reload with identical bytes; the problems when not."""
+
+    files: tuple[str, ...]
+    problems: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def _json_writer(indent: int | None):
+    return lambda obj: (json.dumps(obj, indent=indent) + ("\n" if indent else "")).encode()
+
+
+def _codec(kind: str | None, file: str):
+    """(reader of a path, writer to bytes) of one kind of file, as the pipeline writes it: the train json,
+    behaviour and maths files compact JSON, the accuracy file and the manifest JSON indented by 1 plus a
+    newline; any other file its bytes."""
+    from analysis.accuracy import read_reports
+    from analysis.zoo import read_records
+    from arith.weights import read_train_json
+
+    if file == MANIFEST:
+        return (lambda p: json.loads(Path(p).read_text())), _json_writer(1)
+    if kind == "train":
+        return read_train_json, _json_writer(None)
+    if kind in ("behavior", "maths"):
+        return read_records, _json_writer(None)
+    if kind == "accuracy":
+        return read_reports, _json_writer(1)
+    return (lambda p: Path(p).read_bytes()), (lambda b: b)
+
+
+def _tensor_bytes(t) -> bytes:
+    import torch
+
+    flat = t.detach().cpu().contiguous().reshape(-1)
+    return flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b""
+
+
+def _weights_problem(path: Path, scratch: Path) -> str | None:
+    """The state dict saved (torch.save) and reloaded gives the same keys and, per tensor, dtype, shape and
+    bytes, and saving that again gives the same file bytes. (A torch file records the name of the archive it
+    was saved under, so its own bytes depend on who saved it: the tensors' bytes are what must not change.)"""
+    import torch
+
+    from arith.weights import read_state_dict
+
+    sd = read_state_dict(path)
+    buf = io.BytesIO()
+    torch.save(sd, buf)
+    (scratch / path.name).write_bytes(buf.getvalue())
+    again = read_state_dict(scratch / path.name)
+    if list(again) != list(sd):
+        return f"{path.name}: the reloaded state dict has other keys"
+    for key, t in sd.items():
+        u = again[key]
+        if u.dtype != t.dtype or u.shape != t.shape or _tensor_bytes(u) != _tensor_bytes(t):
+            return f"{path.name}: {key} changed in a save -> reload round trip"
+    buf2 = io.BytesIO()
+    torch.save(again, buf2)
+    return None if buf2.getvalue() == buf.getvalue() else f"{path.name}: saving it again gives other bytes"
+
+
+def round_trip(folder: str | Path) -> RoundTrip:
+    """Save -> reload of every file of a hub folder (either layout): each file is read back with its checked
+    reader (the weights with arith.weights.read_state_dict, the train json with read_train_json, the accuracy
+    file with analysis.accuracy.read_reports, ...), saved again with the pipeline's writer of that kind into a
+    scratch folder, and reloaded and saved once more: both saves must give the file's own bytes (the weights:
+    the same tensors' bytes, `_weights_problem`). A file a reader refuses is a problem too."""
+    import tempfile
+
+    from analysis.zoo import HubLayout, layout_of, models_in
+
+    folder = Path(folder)
+    lay = HubLayout(layout_of(folder))
+    models = [m.model for m in models_in(folder)]
+    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    problems = []
+    with tempfile.TemporaryDirectory(prefix=".roundtrip-", dir=folder.parent) as scratch:
+        scratch = Path(scratch)
+        for p in files:
+            kind = next((k for m in models if (k := lay.kind_of(m, p.name)) is not None), None)
+            try:
+                if kind == "weights":
+                    problem = _weights_problem(p, scratch)
+                    if problem:
+                        problems.append(problem)
+                    continue
+                read, write = _codec(kind, p.name)
+                saved = write(read(p))
+                (scratch / p.name).write_bytes(saved)
+                if saved != p.read_bytes() or write(read(scratch / p.name)) != saved:
+                    problems.append(f"{p.name}: a save -> reload round trip gives other bytes")
+            except InputError as exc:
+                problems.append(f"{p.name}: {str(exc).splitlines()[0]}")
+    return RoundTrip(tuple(p.name for p in files), tuple(problems))
+
+
+# ------------------------------------------------------------------------------------------------ publish
 
 
 @dataclass(frozen=True)
@@ -321,32 +599,137 @@ class PublishPlan:
     upload: tuple[str, ...]  # new or changed
     unchanged: tuple[str, ...]
     not_compared: str | None = None  # why the Hub's files could not be compared (then every file is in upload)
+    model: str = ""
+    layout: str = ""
 
 
-def publish_plan(hub: Hub, repo: str, folder: str | Path, dry_run: bool = False) -> PublishPlan:
-    """What publishing a hub folder would upload; refused unless its manifest checks out. A dry run that cannot
-    reach the Hub lists every file of the manifest, not compared (`not_compared` says why); a real one raises
-    HubUnreachable."""
+def folder_model(folder: str | Path) -> tuple[str, str]:
+    """(model, layout) of a hub folder of either layout; one InputError line unless it holds exactly one model."""
+    from analysis.zoo import layout_of, models_in
+
     folder = Path(folder)
+    layout = layout_of(folder)
+    models = models_in(folder)
+    if len(models) != 1:
+        raise InputError(f"{folder}: holds {len(models)} models' files; a hub folder holds one")
+    return models[0].model, layout
+
+
+def _check_folder(folder: Path) -> tuple[str, str]:
     if not folder.is_dir():
         raise InputError(f"{folder}: not a folder")
     problem = manifest_problem(folder)
     if problem:
         raise InputError(f"not publishing: {problem}")
+    return folder_model(folder)
+
+
+def _compare(hub: Hub, repo: str, folder: Path, dry_run: bool, model: str, layout: str) -> PublishPlan:
     names = sorted(p.name for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
     try:
         remote = hub.files(repo)
     except HubUnreachable as exc:
         if not dry_run:
             raise
-        return PublishPlan(tuple(names), (), f"no network: {exc}")
+        return PublishPlan(tuple(names), (), f"no network: {exc}", model, layout)
     unchanged = tuple(n for n in names if n in remote and remote[n].same_as(folder / n))
-    return PublishPlan(tuple(n for n in names if n not in unchanged), unchanged)
+    return PublishPlan(tuple(n for n in names if n not in unchanged), unchanged, None, model, layout)
+
+
+def publish_plan(hub: Hub, repo: str, folder: str | Path, dry_run: bool = False) -> PublishPlan:
+    """What publishing a hub folder (either layout) would upload; refused (InputError) unless its manifest
+    checks out and every file survives the save -> reload round trip. A dry run that cannot reach the Hub
+    lists every file of the manifest, not compared (`not_compared` says why); a real one raises HubUnreachable."""
+    folder = Path(folder)
+    model, layout = _check_folder(folder)
+    trip = round_trip(folder)
+    if not trip.ok:
+        raise InputError(f"not publishing {folder}: {trip.problems[0]}")
+    return _compare(hub, repo, folder, dry_run, model, layout)
 
 
 def publish(hub: Hub, repo: str, folder: str | Path, plan: PublishPlan) -> None:
     if plan.upload:
         hub.upload(repo, Path(folder), plan.upload, f"varith publish {Path(folder).name}")
+
+
+@dataclass(frozen=True)
+class PublishRecord:
+    """What publishing one hub folder did, as the publish manifest keeps it: the files new or changed on the
+    Hub (`changed`; every file when they could not be compared), those unchanged, whether the round trip held
+    (None: not reached), what was uploaded (nothing on a dry run or an error) and the error, one line."""
+
+    folder: str
+    repo: str
+    dry_run: bool
+    model: str = ""
+    layout: str = ""
+    changed: tuple[str, ...] = ()
+    unchanged: tuple[str, ...] = ()
+    round_trip: bool | None = None
+    round_trip_problems: tuple[str, ...] = ()
+    uploaded: tuple[str, ...] = ()
+    not_compared: str | None = None
+    error: str | None = None
+
+    def to_dict(self) -> dict:
+        from dataclasses import asdict
+
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+
+UNREACHABLE_HINT = "nothing uploaded (--dry-run lists the files without a network)"
+
+
+def publish_folder(hub: Hub, repo: str, folder: str | Path, dry_run: bool = False) -> PublishRecord:
+    """Publish one hub folder of either layout (`publish_plan`, then `publish` unless `dry_run`); every outcome,
+    an error included, comes back as its PublishRecord (never raised)."""
+    folder = Path(folder)
+    record = PublishRecord(str(folder), repo, dry_run)
+    try:
+        model, layout = _check_folder(folder)
+        record = replace(record, model=model, layout=layout)
+        trip = round_trip(folder)
+        record = replace(record, round_trip=trip.ok, round_trip_problems=trip.problems)
+        if not trip.ok:
+            raise InputError(f"not publishing {folder}: {trip.problems[0]}")
+        plan = _compare(hub, repo, folder, dry_run, model, layout)
+        record = replace(record, changed=plan.upload, unchanged=plan.unchanged, not_compared=plan.not_compared)
+        if not dry_run:
+            publish(hub, repo, folder, plan)
+            record = replace(record, uploaded=plan.upload)
+    except HubUnreachable as exc:
+        return replace(record, error=f"{exc}; {UNREACHABLE_HINT}")
+    except InputError as exc:
+        return replace(record, error=str(exc).splitlines()[0])
+    return record
+
+
+PUBLISH_MANIFEST = "publish_manifest.json"
+
+
+def write_publish_manifest(path: str | Path, records: Sequence[PublishRecord]) -> Path:
+    """The publish manifest at `path`: per model (folder and repository) what changed, whether the round trip
+    held, what was uploaded and any error, plus when and the command line. Entries of folders not published
+    this time are kept from the file's last version."""
+    path = Path(path)
+    kept = []
+    try:
+        old = json.loads(path.read_text()).get("models", [])
+        done = {(r.folder, r.repo) for r in records}
+        kept = [e for e in old if isinstance(e, dict) and (e.get("folder"), e.get("repo")) not in done]
+    except (OSError, ValueError, AttributeError):
+        pass
+    data = {
+        "created_at": time.time(),
+        "command": list(sys.argv),
+        "models": kept + [r.to_dict() for r in records],
+    }
+    atomic_write_json(path, data, indent=1)
+    return path
+
+
+# ------------------------------------------------------------------------------------------------ fetch
 
 
 FETCHED = ("weights", "train", "behavior", "maths", "accuracy")
@@ -389,9 +772,32 @@ def model_weights(model: str | Path, cache: str | Path | None = None) -> Path:
     )
 
 
-def _manifest_sha256(hub: Hub, repo: str, name: str, remote: Mapping[str, RemoteFile], staging: Path):
+DEFAULT_OWNER = DEFAULT_REPO.split("/")[0]
+
+
+def per_model_repo(name: str, owner: str = DEFAULT_OWNER) -> str:
+    """The per-model repository of a model: OWNER/QuantaMaths_<name>."""
+    return check_repo(f"{owner}/{folder_name(name, 'per-model')}")
+
+
+class NotInRepo(InputError):
+    """The repository holds no files of the model, in either layout."""
+
+
+def remote_layout(remote: Mapping[str, RemoteFile], repo: str, name: str) -> str:
+    """The layout a repository holds `name` in: per model (`model.pth`), else flat (`<name>.pth`)."""
+    from analysis.zoo import FLAT, PER_MODEL, HubLayout
+
+    for layout in (PER_MODEL, FLAT):
+        if HubLayout(layout).file(name, "weights") in remote:
+            return layout
+    raise NotInRepo(f"{repo}: no {name}.pth (flat) nor model.pth (per model)")
+
+
+def _manifest_sha256(hub: Hub, repo: str, name: str, remote: Mapping[str, RemoteFile], staging: Path, layout: str):
     """{file: sha256} of the repository's manifest.json when it is this model's; None when the repository has
-    no manifest (a repository of several models, as published before manifests)."""
+    no manifest (a repository of several models, as published before manifests). A per-model repository whose
+    manifest names another model is refused."""
     info = remote.get(MANIFEST)
     if info is None:
         return None
@@ -404,12 +810,19 @@ def _manifest_sha256(hub: Hub, repo: str, name: str, remote: Mapping[str, Remote
         shas = {f: e["sha256"] for f, e in files.items()} if model == name else None
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         raise InputError(f"{repo}: {MANIFEST} is unreadable; nothing fetched") from None
+    if shas is None and layout == "per-model":
+        raise InputError(f"{repo}: its {MANIFEST} is of {model}, not {name}; nothing fetched")
     return shas
 
 
 def fetch(hub: Hub, repo: str, name: str, dest: Path, note=None) -> list[Path]:
-    """Download `<name>.pth` and its JSON files that the repository holds into `dest/<name>/` (skipping those
-    already there with the same content); the weights and train json must exist.
+    """Download a model's weights and its JSON files that the repository holds, in either layout (flat
+    `<name>.pth`, `<name>_train.json`, ...; per model `model.pth`, `training_loss.json`, `behaviors.json`,
+    `features.json`, `accuracy.json`), into `dest/<name>/` under the flat names every command loads by
+    (`<name>.pth`, `<name>_train.json`, `<name>_behavior.json`, `<name>_maths.json`, `<name>_accuracy.json`),
+    skipping those already there with the same content; the weights and train json must exist, and the train
+    json must read (arith.weights.read_train_json: any era). NotInRepo when the repository has neither layout's
+    weights of `name`.
 
     Every file is checked before any enters the cache: against what the Hub lists for it (size, sha256 or git
     id), and against the sha256 the repository's `manifest.json` gives it when the manifest is this model's (a
@@ -417,43 +830,53 @@ def fetch(hub: Hub, repo: str, name: str, dest: Path, note=None) -> list[Path]:
     and are moved in only when all check out; on a mismatch: one InputError line, and the staging folder (with
     the bad file) is removed, the cache left as it was. `note(text)` hears of a repository without this model's
     manifest."""
+    from analysis.zoo import HubLayout
     from arith.names import artifact_path, parse_name
+    from arith.weights import read_train_json
 
     parse_name(name)
     remote = hub.files(repo)
+    layout = HubLayout(remote_layout(remote, repo, name))
     folder = Path(dest) / name
     staging = Path(dest) / f".{name}.fetching"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     try:
-        expected = _manifest_sha256(hub, repo, name, remote, staging)
+        expected = _manifest_sha256(hub, repo, name, remote, staging, layout.name)
         if expected is None and note is not None:
             note(f"{repo} has no {MANIFEST} of {name}: its files are checked against the Hub's own checksums only")
         out, ready = [], []
         for kind in FETCHED:
             file = artifact_path(folder, name, kind)
-            info = remote.get(file.name)
+            there = layout.file(name, kind)
+            info = remote.get(there)
             if info is None:
                 if kind in ("weights", "train"):
-                    raise InputError(f"{repo}: no {file.name}")
+                    raise InputError(f"{repo}: no {there}")
                 continue
             want = None
             if expected is not None:
-                want = expected.get(file.name)
+                want = expected.get(there)
                 if want is None:
-                    raise InputError(f"{repo}: {file.name} is not in its {MANIFEST}; nothing fetched")
+                    raise InputError(f"{repo}: {there} is not in its {MANIFEST}; nothing fetched")
             out.append(file)
             if file.is_file() and info.same_as(file) and (want is None or sha256_file(file) == want):
                 continue
-            got = hub.download(repo, file.name, staging)
+            got = hub.download(repo, there, staging)
             if not info.same_as(got):
                 raise InputError(
-                    f"{repo}: {file.name} is not what the Hub lists for it (size or checksum); nothing fetched"
+                    f"{repo}: {there} is not what the Hub lists for it (size or checksum); nothing fetched"
                 )
             if want is not None and sha256_file(got) != want:
                 if file.is_file() and sha256_file(file) != want:  # an older bad copy does not stay cached either
                     file.unlink()
-                raise InputError(f"{repo}: {file.name} does not match its sha256 in {MANIFEST}; nothing fetched")
+                raise InputError(f"{repo}: {there} does not match its sha256 in {MANIFEST}; nothing fetched")
+            if kind == "train":
+                try:
+                    read_train_json(got, name=name)
+                except InputError as exc:
+                    why = str(exc).splitlines()[0].removeprefix(f"train json {got}: ")
+                    raise InputError(f"{repo}: {there}: {why}; nothing fetched") from None
             ready.append((got, file))
         if ready:
             folder.mkdir(parents=True, exist_ok=True)
