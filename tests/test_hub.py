@@ -466,12 +466,12 @@ HISTORIC = {
     "TrainingLoss": [2.5, 1.0, 0.011],
 }
 MID_2024 = {
-    "Config": {"model_name": "x", "n_layers": 1, "n_heads": 3, "d_model": 510, "n_digits": 5, "avg_final_loss": 0},
+    "Config": {"model_name": NAME, "n_layers": 1, "n_heads": 3, "d_model": 510, "n_digits": 5, "avg_final_loss": 0},
     "AvgFinalLoss": 0.02,
     "FinalLoss": 0.0,  # 0: the Config's value stays
     "TrainingLoss": [1.0, 0.5],
 }
-CURRENT = {"Config": {"model_name": "x", "n_layers": 1, "n_heads": 3, "n_digits": 5, "final_loss": 0.3}}
+CURRENT = {"Config": {"model_name": NAME, "n_layers": 1, "n_heads": 3, "n_digits": 5, "final_loss": 0.3}}
 
 
 @pytest.mark.parametrize("era", ["historic", "mid-2024", "current"])
@@ -491,12 +491,12 @@ def test_training_loss_json_of_every_era_reads_and_fetches(tmp_path, era):
     assert read_train_json(train) == data  # as the file holds it
     config = read_train_json(repo / "training_loss.json", name=NAME, complete=True)["Config"]
     assert config["d_model"] == 510 and shape_from_config(config).d_model == 510
-    assert config["model_name"] == (NAME if era == "historic" else "x")
+    assert config["model_name"] == NAME
     if era == "historic":
         assert (config["avg_final_loss"], config["final_loss"]) == (0.0125, 0.011)
     if era == "mid-2024":
         assert config["avg_final_loss"] == 0.02 and "final_loss" not in config
-    assert read_train_json(train, complete=True)["Config"].get("model_name") in (NAME, "x")
+    assert read_train_json(train, complete=True)["Config"]["model_name"] == NAME  # from the file's name
 
 
 @pytest.mark.parametrize(
@@ -506,6 +506,7 @@ def test_training_loss_json_of_every_era_reads_and_fetches(tmp_path, era):
         ('{"Config": []}', "'Config' object"),
         ('{"Config": {}, "TrainingLoss": "x"}', "'TrainingLoss' is not a list of numbers"),
         ('{"Config": {}, "AvgFinalLoss": "low"}', "'AvgFinalLoss' is not a number"),
+        ('{"Config": {"model_name": "add_d5_l1_h3_t15K_s372001"}}', "is of add_d5_l1_h3_t15K_s372001, not"),
     ],
 )
 def test_a_damaged_training_loss_json_is_one_line_and_nothing_is_cached(tmp_path, text, problem):

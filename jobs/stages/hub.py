@@ -404,7 +404,7 @@ def build_folder(
     it, the source folder's README.md when it has one. Its file names are renamed for the layout. Then
     `manifest.json` (write_manifest) with `seeds` (default: training, verification and analysis seeds from
     the files), `layout` and `meta`. Returns the folder."""
-    from analysis.zoo import FLAT, PER_MODEL, HubLayout, hub_layout, read_records, split_records
+    from analysis.zoo import FLAT, HubLayout, hub_layout
     from arith.files import atomic_write_bytes
 
     mf = source_files(src, model)
@@ -413,24 +413,23 @@ def build_folder(
     tmp = folder.with_name(f".{folder.name}.building")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    split = lay.name == PER_MODEL and any(k in mf.files for k in ("behavior", "maths"))
-    for kind, path in mf.files.items():
-        if not (split and kind in ("behavior", "maths")):
-            shutil.copyfile(path, tmp / lay.file(name, kind))
-    if split:
-        behavior = read_records(mf.files["behavior"]) if "behavior" in mf.files else []
-        maths = read_records(mf.files["maths"]) if "maths" in mf.files else []
-        for kind, records in zip(("behavior", "maths"), split_records(behavior, maths), strict=True):
-            if kind in mf.files:
-                atomic_write_bytes(tmp / lay.file(name, kind), json.dumps(records).encode())
-    if card is None and (Path(src) / CARD).is_file():
-        card, card_layout = (Path(src) / CARD).read_text(), src_lay
-    else:
-        card_layout = HubLayout(FLAT)
-    if card is not None:
-        renames = {card_layout.file(name, k): lay.file(name, k) for k in mf.files}
-        atomic_write_bytes(tmp / CARD, rename_files_in(card, renames).encode())
-    write_manifest(tmp, name, dict(seeds) if seeds is not None else _default_seeds(mf), layout=lay.name, **meta)
+    try:
+        for target, content in _contents(mf, lay).items():
+            if isinstance(content, bytes):
+                atomic_write_bytes(tmp / target, content)
+            else:
+                shutil.copyfile(content, tmp / target)
+        if card is None and (Path(src) / CARD).is_file():
+            card, card_layout = (Path(src) / CARD).read_text(), src_lay
+        else:
+            card_layout = HubLayout(FLAT)
+        if card is not None:
+            renames = {card_layout.file(name, k): lay.file(name, k) for k in mf.files}
+            atomic_write_bytes(tmp / CARD, rename_files_in(card, renames).encode())
+        write_manifest(tmp, name, dict(seeds) if seeds is not None else _default_seeds(mf), layout=lay.name, **meta)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     old = folder.with_name(f".{folder.name}.old")
     shutil.rmtree(old, ignore_errors=True)
     if folder.exists():
@@ -440,21 +439,28 @@ def build_folder(
     return folder
 
 
-def expected_files(src: str | Path, layout: str = "flat", model: str | None = None) -> dict[str, str]:
-    """{file name: sha256} of the model files `build_folder(src, ..., layout)` puts in a hub folder (the card
-    and the manifest aside): what a folder built earlier must still hold to be up to date."""
-    from analysis.zoo import PER_MODEL, hub_layout, read_records, split_records
+def _contents(mf, lay) -> dict[str, Path | bytes]:
+    """What each model file of a hub folder in layout `lay` holds: the source file to copy, or (per model:
+    behaviors.json and features.json, analysis.zoo.split_records) the bytes to write."""
+    from analysis.zoo import PER_MODEL, read_records, split_records
 
-    mf = source_files(src, model)
-    lay = hub_layout(layout)
-    out = {lay.file(mf.model, kind): sha256_file(path) for kind, path in mf.files.items()}
+    out: dict[str, Path | bytes] = {lay.file(mf.model, kind): path for kind, path in mf.files.items()}
     if lay.name == PER_MODEL and any(k in mf.files for k in ("behavior", "maths")):
         behavior = read_records(mf.files["behavior"]) if "behavior" in mf.files else []
         maths = read_records(mf.files["maths"]) if "maths" in mf.files else []
         for kind, records in zip(("behavior", "maths"), split_records(behavior, maths), strict=True):
             if kind in mf.files:
-                out[lay.file(mf.model, kind)] = hashlib.sha256(json.dumps(records).encode()).hexdigest()
+                out[lay.file(mf.model, kind)] = json.dumps(records).encode()
     return out
+
+
+def expected_files(src: str | Path, layout: str = "flat", model: str | None = None) -> dict[str, str]:
+    """{file name: sha256} of the model files `build_folder(src, ..., layout)` puts in a hub folder (the card
+    and the manifest aside): what a folder built earlier must still hold to be up to date."""
+    from analysis.zoo import hub_layout
+
+    contents = _contents(source_files(src, model), hub_layout(layout))
+    return {n: hashlib.sha256(c).hexdigest() if isinstance(c, bytes) else sha256_file(c) for n, c in contents.items()}
 
 
 def folder_matches(src: str | Path, folder: str | Path, layout: str = "flat", model: str | None = None) -> bool:
@@ -472,17 +478,24 @@ def folder_matches(src: str | Path, folder: str | Path, layout: str = "flat", mo
     return present == set(want) and all(sha256_file(folder / n) == sha for n, sha in want.items())
 
 
+def layouts(spec: str) -> tuple[str, ...]:
+    """The layouts a `--layout` value means: "flat", "per-model", or "both" (flat first); one InputError line
+    for anything else."""
+    from analysis.zoo import LAYOUTS
+
+    if spec == "both":
+        return LAYOUTS
+    if spec not in LAYOUTS:
+        raise InputError(f"--layout {spec}: expected flat, per-model or both")
+    return (spec,)
+
+
 def build_folders(src: str | Path, hub_dir: str | Path, layout: str = "flat", **kwargs) -> list[Path]:
     """`build_folder` into `hub_dir/<folder_name>` for `layout` "flat", "per-model" or "both" (flat first):
     `hub_dir/<name>/` and `hub_dir/QuantaMaths_<name>/`. Returns the folders."""
-    from analysis.zoo import LAYOUTS
-
-    layouts = LAYOUTS if layout == "both" else (layout,)
-    if any(lay not in LAYOUTS for lay in layouts):
-        raise InputError(f"--layout {layout}: expected flat, per-model or both")
     mf = source_files(src, kwargs.get("model"))
     out = []
-    for lay in layouts:
+    for lay in layouts(layout):
         out.append(build_folder(src, Path(hub_dir) / folder_name(mf.model, lay), lay, **kwargs))
     return out
 
@@ -571,7 +584,7 @@ def round_trip(folder: str | Path) -> RoundTrip:
     models = [m.model for m in models_in(folder)]
     files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
     problems = []
-    with tempfile.TemporaryDirectory(prefix=".roundtrip-", dir=folder.parent) as scratch:
+    with tempfile.TemporaryDirectory(prefix="varith-roundtrip-") as scratch:
         scratch = Path(scratch)
         for p in files:
             kind = next((k for m in models if (k := lay.kind_of(m, p.name)) is not None), None)
@@ -873,10 +886,12 @@ def fetch(hub: Hub, repo: str, name: str, dest: Path, note=None) -> list[Path]:
                 raise InputError(f"{repo}: {there} does not match its sha256 in {MANIFEST}; nothing fetched")
             if kind == "train":
                 try:
-                    read_train_json(got, name=name)
+                    config = read_train_json(got, name=name)["Config"]
                 except InputError as exc:
                     why = str(exc).splitlines()[0].removeprefix(f"train json {got}: ")
                     raise InputError(f"{repo}: {there}: {why}; nothing fetched") from None
+                if layout.name == "per-model" and config.get("model_name", name) != name:
+                    raise InputError(f"{repo}: {there} is of {config['model_name']}, not {name}; nothing fetched")
             ready.append((got, file))
         if ready:
             folder.mkdir(parents=True, exist_ok=True)
