@@ -58,7 +58,7 @@ regenerate: setup
 
 # the same chain, shrunk (d_model 32, 300 steps, 10k questions): the whole catalog on a CPU
 regenerate-tiny: setup
-	$(BIN)/varith regenerate --scale tiny --cluster debug --out $(REGEN_OUT)-tiny $(REGEN_ARGS)
+	$(BIN)/varith regenerate --scale tiny --cluster none --out $(REGEN_OUT)-tiny $(REGEN_ARGS)
 
 lint: setup
 	$(BIN)/ruff check .

@@ -1,7 +1,11 @@
-"""Dask clusters for block-parallel work (verification, ablation): embedded, existing scheduler, or SLURM.
+"""Dask clusters for block-parallel work (every stage's blocks): this process, embedded, existing scheduler, SLURM.
 
-`ClusterSpec` says where to run; `open_cluster(spec)` is a context manager yielding a `ClusterHandle`
-(client, cluster, dashboard address, task resources) and closing whatever it started.
+`ClusterSpec` says where to run (`kind`, the `--cluster` word); each kind is a class (`DASK_KINDS`: `InProcess`,
+`LocalDask`, `ExistingScheduler`, `SlurmDask`) that checks a spec, describes its plan and opens it.
+`open_cluster(spec)` is a context manager yielding a `ClusterHandle` (client, cluster, dashboard address, task
+resources) and closing whatever it started.
+
+- `none`: no Dask; the blocks run one after another in this process, into the same store.
 
 - `local` (default): `LocalCluster(processes=True, threads_per_worker=1)`. On a CUDA machine one worker per
   GPU, each seeing only its GPU (as cuda:0) through `CUDA_VISIBLE_DEVICES`, with a `GPU=1` resource; on CPU
@@ -13,7 +17,8 @@
   process each (`--gres=gpu:1`, worker `--resources GPU=1`); CPU jobs run `processes` single-threaded workers.
   Workers get `--lifetime`/`--lifetime-stagger` so they retire, and the adaptive cluster replaces them, before
   the walltime can kill a block mid-way: lifetime + stagger + margin = walltime. `job_script(spec)` renders
-  the job script without starting a scheduler or submitting anything (`--dry-run`).
+  the job script without starting a scheduler or submitting anything (`--dry-run`). What the profile leaves
+  unset (job name, death timeout, dashboard address) comes from the site's `dask.config` (jobqueue.yaml).
 """
 
 from __future__ import annotations
@@ -24,16 +29,18 @@ import logging
 import math
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar, TypeVar
 
 from distributed import WorkerPlugin
 
 from arith.errors import InputError, clip
 from hpc.profile import DaskProfile
 
-CLUSTER_KINDS = ("local", "slurm", "scheduler")
+CLUSTER_KINDS = ("none", "local", "slurm", "scheduler")  # DASK_KINDS, below, holds their classes
 PLUGIN_NAME = "varith-torch-setup"
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -54,12 +61,7 @@ class ClusterSpec:
     def __post_init__(self):
         if self.kind not in CLUSTER_KINDS:
             raise InputError(f"unknown cluster {self.kind!r} (expected {', '.join(CLUSTER_KINDS)})")
-        if self.kind == "scheduler" and not self.scheduler:
-            raise InputError("joining a cluster needs --scheduler tcp://HOST:PORT")
-        if self.kind == "scheduler":
-            _check_address(scheduler_address(self.scheduler))
-        if self.kind == "slurm" and not self.profile:
-            raise InputError("--cluster slurm needs --profile FILE.toml (a [slurm] table, optionally [dask])")
+        self.backend.check(self)
         if self.workers is not None and self.workers < 1:
             raise InputError(f"--workers must be at least 1, got {self.workers}")
         if self.torch_threads is not None and self.torch_threads < 1:
@@ -67,14 +69,31 @@ class ClusterSpec:
         if self.connect_timeout <= 0:
             raise InputError("--connect-timeout must be positive")
 
+    @property
+    def backend(self) -> DaskKind:
+        """The class that opens this kind of cluster."""
+        return DASK_KINDS[self.kind]
+
 
 @dataclass
 class ClusterHandle:
-    client: Any
-    cluster: Any | None  # None when joined to an existing scheduler
+    client: Any  # None: the blocks run in this process
+    cluster: Any | None  # None when joined to an existing scheduler, or in this process
     description: str
     dashboard: str  # "" when the scheduler serves no dashboard (bokeh not installed)
     task_resources: dict[str, float] | None = None  # e.g. {"GPU": 1}: pass to client.map(resources=...)
+
+    def announce(self) -> None:
+        """Say where the blocks run (and the dashboard, where there is one)."""
+        print(self.description)
+        if self.client is not None:
+            print(f"dask dashboard: {self.dashboard_text}", flush=True)
+
+    def call(self, fn: Callable[[], T], retries: int = 0) -> T:
+        """`fn()` on a worker (where block tasks run, e.g. to probe its device), or here without a cluster."""
+        if self.client is None:
+            return fn()
+        return self.client.submit(fn, resources=self.task_resources, retries=retries, pure=False).result()
 
     @property
     def dashboard_text(self) -> str:
@@ -243,13 +262,17 @@ def slurm_cluster_kwargs(settings, prof: DaskProfile) -> dict[str, Any]:
         "processes": processes,
         "memory": f"{settings.mem_gb:g}GiB",  # SLURM reads --mem=32G as GiB
         "walltime": _hhmmss(settings.time_min),
-        "job_name": prof.job_name,
         "job_extra_directives": directives,
         "job_script_prologue": list(settings.setup),
         "worker_extra_args": worker_args,
-        "death_timeout": prof.death_timeout,
-        "scheduler_options": {"dashboard_address": prof.dashboard_address},
+        "scheduler_options": {},
     }
+    # what the profile leaves unset falls back to the site's dask.config (jobqueue.yaml), as in dask-jobqueue
+    for key in ("job_name", "death_timeout"):
+        if getattr(prof, key) is not None:
+            kw[key] = getattr(prof, key)
+    if prof.dashboard_address is not None:
+        kw["scheduler_options"]["dashboard_address"] = prof.dashboard_address
     if prof.interface:
         kw["interface"] = prof.interface
     if prof.scheduler_host:
@@ -395,12 +418,110 @@ def connect(address: str, timeout: float):
             lg.setLevel(level)
 
 
-@contextlib.contextmanager
-def open_cluster(spec: ClusterSpec):
-    """Start (or join) the cluster of `spec`; yields a ClusterHandle; closes what it started."""
-    from distributed import Client
+class DaskKind:
+    """Where a stage's block tasks run: one class per `--cluster` word. `open(spec)` is a context manager yielding
+    a `ClusterHandle` and closing what it started; `plan(spec)` says what `open` would start (`--dry-run`)."""
 
-    if spec.kind == "scheduler":
+    name: ClassVar[str]
+    where: ClassVar[str]  # in a plan: where the blocks run
+    takes_workers: ClassVar[bool] = False  # --workers sizes it
+    takes_profile: ClassVar[bool] = False  # --profile configures it
+    on_this_machine: ClassVar[bool] = False  # its workers share this machine's devices
+
+    def check(self, spec: ClusterSpec) -> None:
+        """One InputError line for a spec this kind cannot run."""
+
+    def plan(self, spec: ClusterSpec) -> str:
+        raise NotImplementedError
+
+    def open(self, spec: ClusterSpec):
+        raise NotImplementedError
+
+
+class InProcess(DaskKind):
+    """`none`: the blocks run one after another in this process, into the same store as on any cluster."""
+
+    name = "none"
+    where = "this process"
+    on_this_machine = True
+
+    def check(self, spec: ClusterSpec) -> None:
+        if spec.scheduler or spec.profile:
+            raise InputError("--cluster none runs in this process: no --scheduler or --profile")
+
+    def plan(self, spec: ClusterSpec) -> str:
+        return "cluster: none (blocks run in this process)"
+
+    @contextlib.contextmanager
+    def open(self, spec: ClusterSpec):
+        yield ClusterHandle(None, None, "in this process (no Dask cluster)", "")
+
+
+class LocalDask(DaskKind):
+    """`local` (default): an embedded LocalCluster, one GPU per worker where there are GPUs."""
+
+    name = "local"
+    where = "local Dask cluster"
+    takes_workers = True
+    on_this_machine = True
+
+    def plan(self, spec: ClusterSpec) -> str:
+        return "cluster: local (an embedded Dask LocalCluster)"
+
+    @contextlib.contextmanager
+    def open(self, spec: ClusterSpec):
+        from distributed import Client
+
+        gpus = tuple(visible_gpus()) if spec.use_gpus else ()
+        n_workers = spec.workers or (len(gpus) if gpus else min(2, cpu_count()))
+        threads = spec.torch_threads or max(1, cpu_count() // n_workers)
+        kwargs: dict[str, Any] = {}
+        if gpus:
+            kwargs["resources"] = {"GPU": 1}
+        plugin = _plugin(spec, threads, gpus, ignore_sigint=True)
+        cluster = start_local_cluster(
+            n_workers=n_workers,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=spec.dashboard_address,
+            silence_logs=logging.ERROR,  # workers cancelled at Ctrl-C or restarted after a crash need no warnings
+            # every worker process, also one a nanny restarts after a crash, runs the plugin as it starts: no
+            # broadcast to live workers that a worker dying at that moment could break
+            plugins=(plugin,),
+            **kwargs,
+        )
+        try:
+            with Client(cluster, set_as_default=False) as client:
+                what = f"{len(gpus)} GPU{'s' * (len(gpus) != 1)}, " if gpus else ""
+                processes = "worker process" if n_workers == 1 else "worker processes"
+                each = "torch thread" if threads == 1 else "torch threads"
+                yield ClusterHandle(
+                    client,
+                    cluster,
+                    f"local cluster: {n_workers} {processes} ({what}{threads} {each} each)",
+                    _dashboard(cluster),
+                    {"GPU": 1} if gpus else None,
+                )
+        finally:
+            cluster.close()
+
+
+class ExistingScheduler(DaskKind):
+    """`--scheduler tcp://HOST:PORT`: join a running scheduler; its workers belong to whoever started them."""
+
+    name = "scheduler"
+    where = "Dask workers of --scheduler"
+
+    def check(self, spec: ClusterSpec) -> None:
+        if not spec.scheduler:
+            raise InputError("joining a cluster needs --scheduler tcp://HOST:PORT")
+        _check_address(scheduler_address(spec.scheduler))
+
+    def plan(self, spec: ClusterSpec) -> str:
+        return f"cluster: the scheduler at {scheduler_address(spec.scheduler)}"
+
+    @contextlib.contextmanager
+    def open(self, spec: ClusterSpec):
         client = connect(spec.scheduler, spec.connect_timeout)
         try:
             if spec.torch_threads or spec.preload:  # the workers' owner chose their threads unless asked
@@ -414,10 +535,26 @@ def open_cluster(spec: ClusterSpec):
             )
         finally:
             client.close()
-        return
 
-    if spec.kind == "slurm":
+
+class SlurmDask(DaskKind):
+    """`slurm`: a dask-jobqueue SLURMCluster from the profile's [slurm] and [dask] tables."""
+
+    name = "slurm"
+    where = "Dask workers on SLURM"
+    takes_profile = True
+
+    def check(self, spec: ClusterSpec) -> None:
+        if not spec.profile:
+            raise InputError("--cluster slurm needs --profile FILE.toml (a [slurm] table, optionally [dask])")
+
+    def plan(self, spec: ClusterSpec) -> str:
+        return f"{describe_slurm_plan(spec)}\n{job_script(spec)}".rstrip("\n")
+
+    @contextlib.contextmanager
+    def open(self, spec: ClusterSpec):
         from dask_jobqueue import SLURMCluster
+        from distributed import Client
 
         settings, prof = _profile(spec.profile)
         kw = slurm_cluster_kwargs(settings, prof)
@@ -446,37 +583,11 @@ def open_cluster(spec: ClusterSpec):
                 )
         finally:
             cluster.close()
-        return
 
-    gpus = tuple(visible_gpus()) if spec.use_gpus else ()
-    n_workers = spec.workers or (len(gpus) if gpus else min(2, cpu_count()))
-    threads = spec.torch_threads or max(1, cpu_count() // n_workers)
-    kwargs: dict[str, Any] = {}
-    if gpus:
-        kwargs["resources"] = {"GPU": 1}
-    plugin = _plugin(spec, threads, gpus, ignore_sigint=True)
-    cluster = start_local_cluster(
-        n_workers=n_workers,
-        threads_per_worker=1,
-        processes=True,
-        dashboard_address=spec.dashboard_address,
-        silence_logs=logging.ERROR,  # workers cancelled at Ctrl-C or restarted after a crash need no warnings
-        # every worker process, also one a nanny restarts after a crash, runs the plugin as it starts: no
-        # broadcast to live workers that a worker dying at that moment could break
-        plugins=(plugin,),
-        **kwargs,
-    )
-    try:
-        with Client(cluster, set_as_default=False) as client:
-            what = f"{len(gpus)} GPU{'s' * (len(gpus) != 1)}, " if gpus else ""
-            processes = "worker process" if n_workers == 1 else "worker processes"
-            each = "torch thread" if threads == 1 else "torch threads"
-            yield ClusterHandle(
-                client,
-                cluster,
-                f"local cluster: {n_workers} {processes} ({what}{threads} {each} each)",
-                _dashboard(cluster),
-                {"GPU": 1} if gpus else None,
-            )
-    finally:
-        cluster.close()
+
+DASK_KINDS: dict[str, DaskKind] = {k.name: k() for k in (InProcess, LocalDask, ExistingScheduler, SlurmDask)}
+
+
+def open_cluster(spec: ClusterSpec):
+    """Start (or join) the cluster of `spec` (a context manager yielding a ClusterHandle; closes what it started)."""
+    return spec.backend.open(spec)

@@ -171,6 +171,10 @@ def afterok(job_ids: Sequence[str]) -> str | None:
 
 
 class Backend(Protocol):
+    """A submitit backend. Its class answers every question that depends on where jobs run: `poll_s`,
+    `queued` (a scheduler holds the jobs), `in_process`, `where` (plan text), `folder_tag`, `plan_text(cfg)`,
+    `preflight()`; `hpc.launcher.backend(name)` gives the class of a `--cluster` word."""
+
     """One place jobs run. `gates` says whether the Launcher starts tasks itself once their dependencies
     succeeded (local, debug) or hands everything to the scheduler at once (slurm, with afterok)."""
 
@@ -230,10 +234,26 @@ class SlurmBackend:
     name: ClassVar[str] = "slurm"
     gates: ClassVar[bool] = False
     sleeps: ClassVar[bool] = True
+    poll_s: ClassVar[float] = 5.0  # seconds between polls (squeue is a shared service)
+    queued: ClassVar[bool] = True  # a scheduler holds the jobs: they outlive the driver (--no-wait, Ctrl-C)
+    in_process: ClassVar[bool] = False  # jobs run inside the driver's process
+    where: ClassVar[str] = "SLURM job (submitit)"
+    job_id_is_pid: ClassVar[bool] = False
+    folder_tag: ClassVar[str] = "%j"  # submitit's log folder per job (expanded by submitit)
+
+    @classmethod
+    def plan_text(cls, cfg: LaunchConfig) -> str:
+        return f"# slurm: job arrays of at most {cfg.effective_slurm.array_parallelism} at once"
+
+    @staticmethod
+    def preflight() -> None:
+        """Before submitting: the controller answers (one InputError line otherwise)."""
+        scheduler.check_controller()
 
     def __init__(self, cfg: LaunchConfig):
         self.cfg = cfg
         self._lost_since: dict[str, float] = {}
+        self._watcher = scheduler.Watcher()
         self._queue_down_since = 0.0
         self._warned_at = 0.0
 
@@ -249,17 +269,12 @@ class SlurmBackend:
         return _submit_jobs(ex, tasks)
 
     def poll(self, running: list[Handle]) -> list[Handle]:
-        ended = [h for h in running if h.result() is not None]
-        unsure = [h for h in running if h not in ended]
-        if not unsure:
-            return self._finish(ended)
-        queue = scheduler.queue()
-        self._say_if_down(queue is None)
-        gone = [h.job_id for h in unsure if queue is not None and h.job_id not in queue]
-        acct = scheduler.accounting(gone) if gone else {}
+        fates = self._watcher.look({h.job_id: h.result() for h in running})
+        self._say_if_down(not self._watcher.answered)
+        ended = []
         now = time.time()
-        for h in unsure:
-            fate = scheduler.job_fate(h.job_id, queue, acct, h.result())
+        for h in running:
+            fate = fates[h.job_id]
             if fate.phase == "ended" and fate.result is None:
                 h.end = f"slurm job {h.job_id} ended {fate.acct} without a result"
             elif fate.never_starts:  # it would wait forever: cancel it and say why
@@ -297,6 +312,22 @@ class LocalBackend:
     name: ClassVar[str] = "local"
     gates: ClassVar[bool] = True
     sleeps: ClassVar[bool] = True
+    poll_s: ClassVar[float] = 0.5
+    queued: ClassVar[bool] = False
+    in_process: ClassVar[bool] = False
+    where: ClassVar[str] = "local job (submitit)"
+    job_id_is_pid: ClassVar[bool] = True  # the job id is its controller's process id
+    # submitit's local controller creates the folder it is given without expanding `%j`: local jobs share one
+    # folder (their files are named by job id all the same)
+    folder_tag: ClassVar[str] = "local"
+
+    @classmethod
+    def plan_text(cls, cfg: LaunchConfig) -> str:
+        return f"# local: at most {cfg.local_slots} job(s) at once, {cfg.slurm.ntasks_per_node} task(s) each"
+
+    @staticmethod
+    def preflight() -> None:
+        pass
 
     def __init__(self, cfg: LaunchConfig):
         self.cfg = cfg
@@ -338,6 +369,20 @@ class DebugBackend:
     name: ClassVar[str] = "debug"
     gates: ClassVar[bool] = True
     sleeps: ClassVar[bool] = False
+    poll_s: ClassVar[float] = 0.5
+    queued: ClassVar[bool] = False
+    in_process: ClassVar[bool] = True
+    where: ClassVar[str] = "this process"
+    job_id_is_pid: ClassVar[bool] = False
+    folder_tag: ClassVar[str] = "%j"
+
+    @classmethod
+    def plan_text(cls, cfg: LaunchConfig) -> str:
+        return "# debug: runs one after another in this process"
+
+    @staticmethod
+    def preflight() -> None:
+        pass
 
     def __init__(self, cfg: LaunchConfig):
         self.cfg = cfg
@@ -367,6 +412,18 @@ class DebugBackend:
 BACKENDS: dict[str, type[SlurmBackend] | type[LocalBackend] | type[DebugBackend]] = {
     b.name: b for b in (SlurmBackend, LocalBackend, DebugBackend)
 }
+
+
+def backend(name: str) -> type[SlurmBackend] | type[LocalBackend] | type[DebugBackend]:
+    """The backend class of a `--cluster` word (one InputError line for an unknown one)."""
+    if name not in BACKENDS:
+        raise InputError(f"unknown cluster {name!r} (expected {', '.join(BACKENDS)})")
+    return BACKENDS[name]
+
+
+def recorded(name: str | None) -> type[SlurmBackend] | type[LocalBackend] | type[DebugBackend] | None:
+    """The backend class a run marker names (None for `varith train` run by hand, `cli`, or no record)."""
+    return BACKENDS.get(name or "")
 
 
 # ------------------------------------------------------------------------------------------------ launcher

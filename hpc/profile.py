@@ -331,12 +331,12 @@ class DaskProfile:
     lifetime_stagger: float | None = None  # minutes
     interface: str | None = None
     scheduler_host: str | None = None
-    death_timeout: int = 60
+    death_timeout: int | None = None  # unset: the site's dask.config (jobqueue.yaml), as dask-jobqueue does
     local_directory: str | None = None
     log_directory: str | None = None
-    job_name: str = "varith-dask"
+    job_name: str | None = None  # unset: jobqueue.slurm.name of the site's dask.config
     python: str | None = None
-    dashboard_address: str = ":8787"
+    dashboard_address: str | None = None  # unset: the site's dask.config (distributed's default :8787)
 
     @classmethod
     def from_dict(cls, raw: dict, where: str) -> DaskProfile:

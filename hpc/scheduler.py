@@ -1,7 +1,8 @@
 """What the scheduler says about a job: squeue, sacct, scancel, `scontrol ping`, process liveness, and
 submitit's result pickle, and the one decision built on them, `job_fate`.
 
-`job_fate` is used by the sweep's polling (hpc.launcher) and by `varith status`: a job is pending,
+`Watcher` (one squeue per look, cached finished states, `job_fate` per job) is used by the sweep's polling
+(hpc.launcher) and by `varith status`: a job is pending,
 running, ended (with or without a result of its callable), lost (left the queue with neither a result nor an
 accounting record), or unknown (squeue did not answer). A pending job that SLURM will never start (see
 NEVER_STARTS) says so.
@@ -217,6 +218,29 @@ def accounting(job_ids: Sequence[str]) -> dict[str, str] | None:
     if r is None or r.returncode != 0:
         return None
     return parse_sacct(r.stdout)
+
+
+class Watcher:
+    """The one way to follow SLURM jobs (the sweep's polling and `varith status`): each `look` asks squeue once
+    for every job, sacct only for those gone from the queue, and remembers finished accounting states (they never
+    change again), so a long sweep does not ask sacct about the same finished job at every poll."""
+
+    def __init__(self) -> None:
+        self._finished: dict[str, str] = {}
+        self.answered = True  # did squeue answer at the last look
+
+    def look(self, results: Mapping[str, JobResult | None]) -> dict[str, Fate]:
+        """The fate of each job id of `results` (its result pickle, or None when none was written)."""
+        unsure = [j for j, r in results.items() if r is None]
+        entries = queue() if unsure else {}
+        self.answered = entries is not None
+        gone = [j for j in unsure if entries is not None and j not in entries and j not in self._finished]
+        states = accounting(gone) if gone else {}
+        for job_id, state in (states or {}).items():
+            if state in FAILED_STATES or state == "COMPLETED":
+                self._finished[job_id] = state
+        known = {**(states or {}), **self._finished}
+        return {j: job_fate(j, entries, known, r) for j, r in results.items()}
 
 
 def cancel(job_id: str) -> None:

@@ -590,6 +590,31 @@ def _other_settings(location: str, stored: dict, wanted: dict) -> InputError:
     )
 
 
+def stored_attributes(handle: BlockGroup) -> dict:
+    """The attributes of `handle`'s group as stored ({} when there is no such store or group)."""
+    import zarr
+
+    try:
+        return dict(zarr.open_group(store=handle.root, path=handle.path, mode="r").attrs)
+    except (FileNotFoundError, OSError, ValueError):  # no store, no group (zarr's GroupNotFoundError), not zarr
+        return {}
+
+
+def open_checked(handle: BlockGroup, fingerprint: dict, missing: str, again: str) -> dict:
+    """The checked reader beside `prepare_group`, the writer: `handle`'s group exists, was completed by a driver
+    and holds `fingerprint`; returns its attributes. Else one InputError line naming the store: `missing` says
+    what is not there, `again` what to run (e.g. "run varith ablate without --reduce-only")."""
+    attributes = stored_attributes(handle)
+    stored = attributes.get("fingerprint")
+    if not isinstance(stored, dict):
+        raise InputError(f"store {handle.location}: {missing}; {again}")
+    wanted = json.loads(json.dumps(fingerprint))
+    if stored != wanted:
+        what = "other weights" if stored.get("weights_sha256") != wanted.get("weights_sha256") else "other settings"
+        raise InputError(f"store {handle.location} was made by {what} ({_first_difference(stored, wanted)}); {again}")
+    return attributes
+
+
 def _open_root(root: Path):
     import zarr
 

@@ -48,7 +48,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--reduce-only", action="store_true", help="rebuild the JSON from the store, no forward pass")
     p.add_argument("--no-pictures", action="store_true", help="no quanta maps (SVG and PNG) beside the JSON")
-    add_cluster_arguments(p, none_help="this process, no Dask (the store is written all the same)")
+    add_cluster_arguments(p)
 
 
 def weights_of(paths: list[str]) -> list[Path]:
@@ -71,6 +71,7 @@ def weights_of(paths: list[str]) -> list[Path]:
 
 def run(args: argparse.Namespace) -> int:
     from jobs.stages import ablate as ablation
+    from jobs.stages.template import preload
 
     if args.random_rows is not None and args.random_rows < 0:
         raise InputError("--random-rows must be >= 0")
@@ -100,10 +101,8 @@ def run(args: argparse.Namespace) -> int:
     if args.reduce_only:
         outcomes = [(job, ablation.reduce_store(job, settings)) for job in jobs]
     else:
-        spec = None if args.cluster == "none" else cluster_spec(args, n_tasks=64, preload=("jobs.stages.ablate",))
+        spec = cluster_spec(args, n_tasks=ablation.AblateStage.MAX_TASKS, preload=preload(ablation.AblateStage))
         if args.dry_run:
-            if spec is None:
-                raise InputError("--cluster none runs in this process: no --dry-run")
             plan = "\n".join(f"{j.model.name}: {len(j.op)} questions -> {j.store}/ablate" for j in jobs)
             print_dry_run(spec, plan)
             return 0

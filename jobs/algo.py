@@ -43,7 +43,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="rebuild the JSON from the store (made from this behaviour file), no forward pass",
     )
-    add_cluster_arguments(p, none_help="this process, no Dask (the store is written all the same)")
+    add_cluster_arguments(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -52,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
     from jobs.runs.rundir import RunDir
     from jobs.stages import ablate as ablation
     from jobs.stages import algo as algo_run
+    from jobs.stages.template import preload
 
     weights = Path(args.model)
     if not weights.is_file():
@@ -76,10 +77,9 @@ def run(args: argparse.Namespace) -> int:
         job = algo_run.job_for(weights, store=args.store)
         algo_run.check_outputs(job.out, job.model.name)
         return _report(job, algo_run.reduce_store(job, settings), args.check)
-    spec = None if args.cluster == "none" else cluster_spec(args, n_tasks=16, preload=("jobs.stages.algo",))
+    stages = (ablation.AblateStage, algo_run.AlgoStage) if need_ablation else (algo_run.AlgoStage,)
+    spec = cluster_spec(args, n_tasks=algo_run.AlgoStage.MAX_TASKS, preload=sum(map(preload, stages), ()))
     if args.dry_run:
-        if spec is None:
-            raise InputError("--cluster none runs in this process: no --dry-run")
         first = "ablation, then " if need_ablation else ""
         print_dry_run(spec, f"{run_dir.name}: {first}algorithm search -> {args.store or run_dir.store}/algo")
         return 0

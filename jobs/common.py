@@ -43,8 +43,8 @@ def seconds(text: str) -> float:
     return value
 
 
-def add_cluster_arguments(p: argparse.ArgumentParser, none_help: str) -> None:
-    """The "where it runs (Dask)" group. `none_help` says what `--cluster none` does for this command."""
+def add_cluster_arguments(p: argparse.ArgumentParser) -> None:
+    """The "where it runs (Dask)" group: one vocabulary (hpc.cluster.DASK_KINDS) for every stage's command."""
     from hpc.blocks import DEFAULT_RETRIES
 
     d = p.add_argument_group("where it runs (Dask)")
@@ -53,7 +53,7 @@ def add_cluster_arguments(p: argparse.ArgumentParser, none_help: str) -> None:
         "--cluster",
         choices=["local", "slurm", "none"],
         help="local: embedded LocalCluster (default); slurm: dask-jobqueue SLURMCluster from --profile; "
-        f"none: {none_help}",
+        "none: no Dask, the blocks run in this process (into the same store, restartable)",
     )
     d.add_argument("--scheduler", metavar="tcp://HOST:PORT", help="join an existing Dask scheduler")
     d.add_argument(
@@ -96,19 +96,19 @@ def add_cluster_arguments(p: argparse.ArgumentParser, none_help: str) -> None:
 
 
 def cluster_spec(args, n_tasks: int, preload: tuple[str, ...] = ()):
-    """The hpc.cluster.ClusterSpec the cluster flags ask for (InputError for contradicting flags)."""
+    """The hpc.cluster.ClusterSpec the cluster flags ask for (InputError for contradicting flags). `preload`:
+    the modules of the stage's block work, e.g. `(VerifyWork.__module__,)`."""
     from arith.device import check_device_name
-    from hpc.cluster import ClusterSpec
+    from hpc.cluster import DASK_KINDS, ClusterSpec
 
-    if args.retries < 0:
-        raise InputError("--retries must be >= 0")
     check_device_name(args.device)
     kind = args.cluster or ("scheduler" if args.scheduler else "local")
     if args.scheduler and args.cluster:
         raise InputError(f"--scheduler joins an existing cluster; it cannot be combined with --cluster {args.cluster}")
-    if args.workers is not None and kind != "local":
+    backend = DASK_KINDS[kind]
+    if args.workers is not None and not backend.takes_workers:
         raise InputError("--workers sets the embedded local cluster's size (use the profile's [dask] for SLURM)")
-    if args.profile and kind != "slurm":
+    if args.profile and not backend.takes_profile:
         raise InputError("--profile is read by --cluster slurm")
     spec = ClusterSpec(
         kind=kind,
@@ -121,23 +121,19 @@ def cluster_spec(args, n_tasks: int, preload: tuple[str, ...] = ()):
         use_gpus=args.device != "cpu",
         preload=preload,
     )
-    if kind == "local":
+    if backend.on_this_machine:
         from arith.device import choose_device
 
-        choose_device(args.device)  # the embedded workers share this machine's devices
+        choose_device(args.device)  # the blocks use this machine's devices
     return spec
 
 
 def print_dry_run(spec, what: str) -> None:
-    """`--dry-run`: the plan, and for SLURM the worker job script; nothing is started or written."""
+    """`--dry-run`: the plan, and where it would run (for SLURM the worker job script); nothing is started or
+    written."""
     print(what)
-    if spec.kind == "slurm":
-        from hpc.cluster import describe_slurm_plan, job_script
-
-        print(describe_slurm_plan(spec))
-        print(job_script(spec), end="")
-    else:
-        print(f"cluster: {spec.kind}; nothing was started or written (--dry-run)")
+    print(spec.backend.plan(spec))
+    print("nothing was started or written (--dry-run)")
 
 
 def install_sigterm() -> None:

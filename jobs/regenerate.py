@@ -1,4 +1,4 @@
-"""`varith regenerate [--models ...] [--scale full|tiny] [--cluster slurm|local|debug] [--out DIR] [--dry-run]`.
+"""`varith regenerate [--models ...] [--scale full|tiny] [--cluster slurm|local|none] [--out DIR] [--dry-run]`.
 
 Every published model of the catalog (jobs/catalog.toml) trained, verified, ablated, searched and put in its hub
 folder `OUT/hub/<name>/` (jobs.stages.regenerate). Finished stages are skipped, so running it again resumes.
@@ -31,9 +31,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--cluster",
-        choices=("slurm", "local", "debug"),
+        choices=("slurm", "local", "none"),
         default="local",
-        help="where training runs (slurm also farms verification and analysis over Dask workers)",
+        help="where it runs: slurm (training as SLURM jobs, the other stages on Dask workers on SLURM), local "
+        "(local submitit jobs, an embedded Dask cluster), none (everything in this process)",
     )
     p.add_argument("--profile", help="TOML profile with [slurm] (and [dask]) settings, for --cluster slurm")
     p.add_argument(

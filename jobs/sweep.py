@@ -28,7 +28,7 @@ from pathlib import Path
 from arith.errors import InputError, clip
 from arith.files import require_writable_dir
 from arith.names import parse_seed
-from hpc.launcher import BACKENDS, LaunchConfig, resolve_cluster
+from hpc.launcher import BACKENDS, LaunchConfig, backend, resolve_cluster
 from hpc.profile import SLURM_FLAG_HELP, check_keys, resolve_slurm
 from jobs.runs.rundir import submitit_folder
 from jobs.runs.sweeps import SweepOptions, SweepRequest, read_sweep_file, run_sweep
@@ -145,8 +145,8 @@ def options_from_args(args) -> SweepOptions:
     retries = args.retries if args.retries is not None else data.get("retries", 1)
     if not isinstance(retries, int) or retries < 0:
         raise InputError(f"retries must be a whole number >= 0, got {retries!r}")
-    poll = args.poll if args.poll is not None else (5.0 if cluster == "slurm" else 0.5)
-    if args.no_wait and cluster != "slurm":
+    poll = args.poll if args.poll is not None else backend(cluster).poll_s
+    if args.no_wait and not backend(cluster).queued:
         raise InputError("--no-wait needs --cluster slurm (local jobs are started and throttled by this process)")
     req = SweepRequest(
         archs=archs,

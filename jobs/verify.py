@@ -1,11 +1,11 @@
 """`varith verify MODEL.pth --exhaustive | --questions N | --suite NAME` -> `<name>_accuracy.json`.
 
-By default the suite's blocks are farmed over Dask into the Zarr store `<name>.zarr/verify/<suite>/` and the
-store is reduced, with its checks, to the JSON (jobs.stages.verify); `--cluster none` scores in this process,
-the reference the distributed result equals exactly. The report goes into `<name>_accuracy.json` under its
-suite's key, keeping the other suites' reports (analysis.accuracy). Before any work, `--out` must be an
-accuracy file or not exist (anything else is left as it is), its folder and the store's folder must be writable
-(one error line otherwise). Operations the model was not trained on (`--ops`) get predict's warning.
+By default the suite's blocks are farmed over Dask into the Zarr store `<name>.zarr/verify/<suite>/` and the store
+is reduced, with its checks, to the JSON (jobs.stages.verify, a stage of jobs.stages.template); `--cluster none`
+runs the same blocks in this process, into the same store. The report goes into `<name>_accuracy.json` under its
+suite's key, keeping the other suites' reports (analysis.accuracy). Before any work, `--out` must be an accuracy
+file or not exist (anything else is left as it is), its folder and the store's folder must be writable (one error
+line otherwise). Operations the model was not trained on (`--ops`) get predict's warning.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 
 from analysis.accuracy import accuracy_report, existing_reports, format_table, write_report
 from arith.device import VERIFY_PRECISIONS
-from arith.errors import InputError
+from arith.errors import InputError, plural
 from arith.files import require_writable_dir, sha256_file
 from arith.names import beside_weights, name_of_weights
 from arith.questions import ENRICH_RULES
@@ -31,7 +31,7 @@ from arith.verify import (
     TricaseSuite,
     parse_ops,
 )
-from arith.weights import check_state_dict, load_model, model_info, read_state_dict, trained_ops
+from arith.weights import check_state_dict, model_info, read_state_dict, trained_ops
 from jobs.common import add_cluster_arguments, cluster_spec, install_sigterm, print_dry_run, whole_number
 
 HELP = "accuracy test of a model: exhaustive, N random questions, or a curated suite -> <name>_accuracy.json"
@@ -100,7 +100,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--out",
         help="accuracy json (default: <name>_accuracy.json beside the weights); it keeps one report per suite",
     )
-    add_cluster_arguments(p, none_help="one process, no Dask, no store")
+    add_cluster_arguments(p)
     p.add_argument(
         "--cap",
         type=whole_number(0, MAX_CAP),
@@ -140,12 +140,11 @@ def _check_writable(args, out: Path, store: Path) -> None:
     folder, a device; it is left as it is), and an --out or store folder that cannot be written now."""
     existing_reports(out, KEEP_OUT)
     require_writable_dir(out.absolute().parent, "--out folder")
-    if args.cluster != "none":
-        if store.exists() and not store.is_dir():
-            raise InputError(f"store {store}: exists and is not a directory")
-        require_writable_dir(store.parent, "--store folder")
-        if store.is_dir():
-            require_writable_dir(store, "--store")
+    if store.exists() and not store.is_dir():
+        raise InputError(f"store {store}: exists and is not a directory")
+    require_writable_dir(store.parent, "--store folder")
+    if store.is_dir():
+        require_writable_dir(store, "--store")
 
 
 def _warn_untrained(name: str, n_digits: int, ops: tuple[int, ...], trained: tuple[int, ...]) -> None:
@@ -175,30 +174,24 @@ def run(args: argparse.Namespace) -> int:
     if args.cap < 0:
         raise InputError("--cap must be >= 0")
     _warn_untrained(name, n_digits, ops, trained)
-    if args.cluster == "none":
-        if args.scheduler or args.profile or args.dry_run:
-            raise InputError("--cluster none runs in this process: no --scheduler, --profile or --dry-run")
-        from arith.device import choose_device
-        from jobs.stages.verify import verify_in_process
+    from jobs.stages.template import preload, run_stage
+    from jobs.stages.verify import VerifyJob, VerifySettings, VerifyStage
+    from jobs.stages.verify_store import group_name
 
-        model = load_model(args.model, shape, choose_device(args.device))
-        counts = verify_in_process(model, suite, args.mode, args.precision, progress=not args.no_progress, cap=args.cap)
-    else:
-        from jobs.stages.verify import DaskVerify, run_dask
-
-        spec = cluster_spec(args, suite.n_blocks, preload=("jobs.stages.verify",))
-        # missing weights, weights of another shape: one line, before anything starts
-        check_state_dict(read_state_dict(args.model), shape, str(args.model))
-        if args.dry_run:
-            blocks = f"{suite.n_blocks:,} block{'s' * (suite.n_blocks != 1)}"
-            print_dry_run(spec, f"{suite.name}: {blocks} -> {store}/verify/{suite.name}")
-            return 0
-        install_sigterm()
-        job = DaskVerify(
-            Path(args.model), shape, suite, store, spec, args.mode, args.precision, args.cap, args.device,
-            args.fresh, args.retries, not args.no_progress, not args.no_wait,
-        )  # fmt: skip
-        counts = run_dask(job)
+    settings = VerifySettings(
+        device=args.device, retries=args.retries, progress=not args.no_progress, fresh=args.fresh,
+        wait=not args.no_wait, mode=args.mode, precision=args.precision, cap=args.cap,
+    )  # fmt: skip
+    stage = VerifyStage(settings)
+    job = VerifyJob(Path(args.model), shape, suite, store, group_name(suite, trained))
+    spec = cluster_spec(args, stage.tasks(job), preload=preload(stage))
+    # missing weights, weights of another shape: one line, before anything starts
+    check_state_dict(read_state_dict(args.model), shape, str(args.model))
+    if args.dry_run:
+        print_dry_run(spec, f"{suite.name}: {plural(suite.n_blocks, 'block')} -> {store}/verify/{job.group}")
+        return 0
+    install_sigterm()
+    ((_job, counts),) = run_stage(stage, [job], spec)
     report = accuracy_report(counts, suite, name, extra={"weights_sha256": sha256_file(args.model), "mode": args.mode})
     write_report(out, report, KEEP_OUT)
     print(format_table(report))

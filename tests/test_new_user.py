@@ -64,7 +64,7 @@ def test_train_with_a_relative_out_finishes_the_run(trained):
     assert proc.returncode == 0, proc.stderr
     run = work / "runs" / TINY
     manifest = json.loads((run / "manifest.json").read_text())
-    assert set(manifest["artifacts"]) == {f"{TINY}.pth", f"{TINY}_train.json"}
+    assert set(manifest["files"]) == {f"{TINY}.pth", f"{TINY}_train.json"}
     assert json.loads((run / "state.json").read_text())["state"] == "done"
     status = user("status", "--json", cwd=work)
     assert status.returncode == 0, status.stderr

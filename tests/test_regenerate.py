@@ -25,7 +25,7 @@ from tests.conftest import assert_one_line_error, varith
 INS = "ins1_mix_d6_l3_h4_t40K_s372001"
 ADD = "add_d6_l2_h3_t15K_s372001"
 TINY_INS, TINY_ADD = "ins1_mix_d6_l3_h4_t40_s372001", "add_d6_l2_h3_t40_s372001"
-FAST = ["--scale", "tiny", "--cluster", "debug", "--steps", "40", "--questions", "2000"]
+FAST = ["--scale", "tiny", "--cluster", "none", "--steps", "40", "--questions", "2000"]
 
 
 def regenerate(out: Path, *extra: str) -> int:
@@ -311,7 +311,7 @@ def test_local_backend_trains_the_plain_models_of_one_seed_together(tmp_path, ca
 # hub folder and its card have the algorithm picture. 300 tiny steps: the model has nodes with an algorithm purpose.
 
 ALGO_MODEL, ALGO_TINY = "add_d5_l1_h3_t30K_s372001", "add_d5_l1_h3_t300_s372001"
-ALGO_ARGS = ("regenerate", "--models", ALGO_MODEL, "--scale", "tiny", "--cluster", "debug", "--questions", "2000")
+ALGO_ARGS = ("regenerate", "--models", ALGO_MODEL, "--scale", "tiny", "--cluster", "none", "--questions", "2000")
 
 
 @pytest.fixture(scope="module")

@@ -25,6 +25,7 @@ from tests.conftest import REPO, assert_one_line_error, varith
 from tests.test_verify_dask import MIXED, make_random_model
 
 BLOCKS = ["--block-size", "1000", "--ops", "add", "--no-progress"]  # 16,000 questions: 16 blocks
+# an addition-only suite of a model trained on both: its own group beside the default one (verify_store.group_name)
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +42,7 @@ def start(cwd: Path, *args: str) -> subprocess.Popen:
 
 def wait_for_done_chunks(proc: subprocess.Popen, store: Path, n: int) -> None:
     """Until the run has finished `n` blocks (while it is still running)."""
-    done = store / "verify" / "random" / "done" / "c"
+    done = store / "verify" / "random-add" / "done" / "c"
     deadline = time.time() + 180
     while time.time() < deadline and proc.poll() is None and not (done.is_dir() and len(os.listdir(done)) >= n):
         time.sleep(0.05)
@@ -52,7 +53,7 @@ def pause_holding_the_lock(proc: subprocess.Popen, store: Path, n_blocks: int) -
     """Stop the run (SIGSTOP) while it is writing: it keeps its lock until `resume`. Not all its blocks are
     done yet, so it has not reached its reduction, which it finishes before it lets go of the group."""
     os.kill(proc.pid, signal.SIGSTOP)
-    done = store / "verify" / "random" / "done" / "c"
+    done = store / "verify" / "random-add" / "done" / "c"
     assert proc.poll() is None and len(os.listdir(done)) < n_blocks
 
 
@@ -61,8 +62,8 @@ def resume(proc: subprocess.Popen) -> None:
 
 
 def single_run(cwd: Path, out: str, *args: str) -> bytes:
-    """The true report of `varith verify ARGS` (weights first): one process, no store."""
-    r = varith("verify", *args, "--cluster", "none", "--out", out, cwd=cwd)
+    """The true report of `varith verify ARGS` (weights first): one process, its own store."""
+    r = varith("verify", *args, "--cluster", "none", "--store", f"{out}.zarr", "--out", out, cwd=cwd)
     assert r.returncode == 0, r.stderr
     return (cwd / out).read_bytes()
 
@@ -103,7 +104,7 @@ def test_second_run_with_fresh_and_another_seed_waits_and_both_are_true(model, t
     assert second.returncode == 0, second.stderr
     waited = [ln for ln in second.stderr.splitlines() if "another run" in ln]
     assert waited == [
-        f"store {tmp_path}/s.zarr/verify/random: another run (pid {first.pid} on {os.uname().nodename}) is "
+        f"store {tmp_path}/s.zarr/verify/random-add: another run (pid {first.pid} on {os.uname().nodename}) is "
         "writing it; waiting (--no-wait to refuse)"
     ], second.stderr
     truth_a = single_run(tmp_path, "ta.json", *a_args[:-2])
@@ -140,7 +141,7 @@ def test_second_run_with_no_wait_is_refused_and_the_first_is_true(model, tmp_pat
         refused = varith("verify", *args, "--fresh", "--seed", "111", "--no-wait", "--out", "b.json", cwd=tmp_path)
     finally:
         resume(first)
-    assert_one_line_error(refused, f"store {tmp_path}/s.zarr/verify/random: another run", "is writing it")
+    assert_one_line_error(refused, f"store {tmp_path}/s.zarr/verify/random-add: another run", "is writing it")
     assert f"(pid {first.pid} on " in refused.stderr and "--no-wait" in refused.stderr
     assert not (tmp_path / "b.json").exists()
     _out, err = first.communicate(timeout=300)
@@ -177,11 +178,11 @@ def test_the_lock_waits_for_another_process_and_dies_with_it(tmp_path):
 
 
 def test_a_waiting_run_says_so_once_and_goes_on_when_the_other_ends(model, tmp_path):
-    holder = Holder(tmp_path / "s.zarr", "verify/random")
+    holder = Holder(tmp_path / "s.zarr", "verify/random-add")
     run = start(tmp_path, "verify", str(model), "--questions", "2000", *BLOCKS, "--store", "s.zarr", "--workers", "1",
                 "--out", "a.json")  # fmt: skip
     line = run.stderr.readline()
-    assert line.startswith(f"store {tmp_path}/s.zarr/verify/random: another run (pid {holder.proc.pid} on "), line
+    assert line.startswith(f"store {tmp_path}/s.zarr/verify/random-add: another run (pid {holder.proc.pid} on "), line
     assert line.rstrip().endswith("is writing it; waiting (--no-wait to refuse)"), line
     assert run.poll() is None and not (tmp_path / "a.json").exists()
     holder.kill()
@@ -193,12 +194,12 @@ def test_a_waiting_run_says_so_once_and_goes_on_when_the_other_ends(model, tmp_p
 def test_fresh_never_clears_a_group_another_run_holds(model, tmp_path):
     args = [str(model), "--questions", "2000", *BLOCKS, "--store", "s.zarr", "--workers", "1"]
     assert varith("verify", *args, "--out", "a.json", cwd=tmp_path).returncode == 0
-    before = sorted(p.relative_to(tmp_path) for p in (tmp_path / "s.zarr" / "verify" / "random").rglob("*"))
-    holder = Holder(tmp_path / "s.zarr", "verify/random")
+    before = sorted(p.relative_to(tmp_path) for p in (tmp_path / "s.zarr" / "verify" / "random-add").rglob("*"))
+    holder = Holder(tmp_path / "s.zarr", "verify/random-add")
     try:
         refused = varith("verify", *args, "--fresh", "--no-wait", "--out", "b.json", cwd=tmp_path)
         assert_one_line_error(refused, "another run", "is writing it")
-        after = sorted(p.relative_to(tmp_path) for p in (tmp_path / "s.zarr" / "verify" / "random").rglob("*"))
+        after = sorted(p.relative_to(tmp_path) for p in (tmp_path / "s.zarr" / "verify" / "random-add").rglob("*"))
         assert after == before
     finally:
         holder.kill()

@@ -16,7 +16,7 @@ import pytest
 from arith.errors import InputError
 from hpc import launcher, profile
 from hpc.launcher import LaunchConfig, Launcher, Task
-from hpc.scheduler import QueueEntry
+from hpc.scheduler import QueueEntry, job_fate
 from jobs.cli import main
 from jobs.runs import lifecycle as run_state
 from jobs.runs import markers
@@ -58,7 +58,7 @@ def test_local_sweep_lands_artifacts_then_skips_done(tmp_path, capsys):
         assert m.steps_done == 40 and m.final_loss is not None
         assert markers.artifacts_ok(runs / name)
         manifest = markers.read_manifest(runs / name)
-        assert set(manifest["artifacts"]) == {f"{name}.pth", f"{name}_train.json"}
+        assert set(manifest["files"]) == {f"{name}.pth", f"{name}_train.json"}
         assert manifest["seed"] == int(name[-6:]) and manifest["packages"]["torch"]
     # submitit's local runner does not expand %j: no folder of that literal name is left behind
     assert not [p for p in (runs / ".submitit").rglob("*") if "%" in p.name]
@@ -484,36 +484,41 @@ def _dead_pid() -> int:
     return p.pid
 
 
+def _fates(queue, acct) -> dict:
+    """What hpc.scheduler.Watcher gives `varith status` for job 17_1, from squeue's and sacct's answers."""
+    return {"17_1": job_fate("17_1", queue, acct, None)}
+
+
 def test_status_never_shows_a_crash_as_a_hang(tmp_path):
     runs = tmp_path / "runs"
     # local: the process that marked the run running is gone
     run = runs / "add_d2_l1_h3_t40_s000002"
     markers.mark_submitted(run, "local")
     markers.mark_running(run, "1", "local", None, None)
-    assert run_state.resolve(run, {}, {}).state == "running"
+    assert run_state.resolve(run, {}).state == "running"
     markers.update_marker(run, pid=_dead_pid())
-    st = run_state.resolve(run, {}, {})
+    st = run_state.resolve(run, {})
     assert st.state == "failed" and "is gone" in st.detail
     # local: queued by a sweep driver that died
     run = runs / "add_d2_l1_h3_t40_s000003"
     markers.mark_submitted(run, "local")
-    assert run_state.resolve(run, {}, {}).state == "pending"
+    assert run_state.resolve(run, {}).state == "pending"
     markers.update_marker(run, driver_pid=_dead_pid())
-    assert run_state.resolve(run, {}, {}).state == "failed"
+    assert run_state.resolve(run, {}).state == "failed"
     # slurm: the queue and accounting decide
     run = runs / "add_d2_l1_h3_t40_s000004"
     markers.mark_submitted(run, "slurm")
     markers.set_job(run, "17_1", None, None)
-    assert run_state.resolve(run, {"17_1": QueueEntry("PENDING", "Resources")}, {}).state == "pending"
-    assert run_state.resolve(run, {"17_1": QueueEntry("RUNNING")}, {}).state == "running"
-    st = run_state.resolve(run, {"17_1": QueueEntry("PENDING", "PartitionConfig")}, {})
+    assert run_state.resolve(run, _fates({"17_1": QueueEntry("PENDING", "Resources")}, {})).state == "pending"
+    assert run_state.resolve(run, _fates({"17_1": QueueEntry("RUNNING")}, {})).state == "running"
+    st = run_state.resolve(run, _fates({"17_1": QueueEntry("PENDING", "PartitionConfig")}, {}))
     assert st.state == "pending" and "will never start it; scancel 17_1" in st.detail
-    st = run_state.resolve(run, {}, {"17_1": "FAILED"})
+    st = run_state.resolve(run, _fates({}, {"17_1": "FAILED"}))
     assert (st.state, st.detail) == ("failed", "sacct: FAILED")
-    assert run_state.resolve(run, {}, {"17_1": "NODE_FAIL"}).state == "failed"
-    st = run_state.resolve(run, {}, None)  # no accounting, not in squeue, no result pickle
+    assert run_state.resolve(run, _fates({}, {"17_1": "NODE_FAIL"})).state == "failed"
+    st = run_state.resolve(run, _fates({}, None))  # no accounting, not in squeue, no result pickle
     assert st.state == "failed" and "no result" in st.detail
-    st = run_state.resolve(run, None, None)  # squeue itself unavailable: say so, from the marker
+    st = run_state.resolve(run, _fates(None, None))  # squeue itself unavailable: say so, from the marker
     assert st.state == "pending" and "squeue unavailable" in st.detail
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from arith.files import atomic_write_json
 from hpc import scheduler
+from hpc.launcher import recorded
 from jobs.runs import markers
 from jobs.runs.rundir import RunDir
 
@@ -166,17 +167,10 @@ class RunStatus:
     stage: str | None = None  # `varith regenerate`'s pipeline stage (runs/<name>/stage.json), if any
 
 
-def resolve(
-    run_dir: str | Path,
-    queue: Mapping[str, scheduler.QueueEntry] | None,
-    acct: Mapping[str, str] | None,
-) -> RunStatus:
-    """The effective state of one run: its marker first, then (for a submitted or running slurm job) the
-    scheduler's `job_fate`, or (local, debug) the processes the marker names.
-
-    queue: squeue entries by job id (None: squeue unavailable); acct: sacct states by job id (None: no
-    accounting).
-    """
+def resolve(run_dir: str | Path, fates: Mapping[str, scheduler.Fate]) -> RunStatus:
+    """The effective state of one run: its marker first, then (for a submitted or running job of a queued
+    backend) its fate from the scheduler (`fates`, by job id, from `hpc.scheduler.Watcher`), or (local, debug) the
+    processes the marker names."""
     run_dir = Path(run_dir)
     m = markers.read_marker(run_dir)
     progress = markers.read_progress(run_dir) or {}
@@ -199,8 +193,8 @@ def resolve(
         step = m.steps_done if m.steps_done is not None else step
         detail = f"at step {step} by {m.stopped_by or '--stop-after'}; run again to continue"
     elif m.state in ("submitted", "running"):
-        if m.cluster == "slurm":
-            state, detail = _slurm_state(m, queue, acct, run_dir)
+        if getattr(recorded(m.cluster), "queued", False):
+            state, detail = _queued_state(m, fates, run_dir)
         else:
             state, detail = _process_state(m)
     return RunStatus(
@@ -219,12 +213,11 @@ def read_stage(run_dir: str | Path) -> str | None:
         return None
 
 
-def _slurm_state(m: markers.Marker, queue, acct, run_dir: Path) -> tuple[str, str | None]:
+def _queued_state(m: markers.Marker, fates: Mapping[str, scheduler.Fate], run_dir: Path) -> tuple[str, str | None]:
     """submitted/running marker of a slurm job -> pending | running | done | failed, with a reason."""
     if not m.job_id:
         return ("pending", "being submitted")
-    pkl = scheduler.result_path_for_log(m.stdout)
-    fate = scheduler.job_fate(m.job_id, queue, acct, scheduler.read_result(pkl) if pkl else None)
+    fate = fates.get(m.job_id) or scheduler.Fate("unknown")
     if fate.phase == "unknown":
         return (m.state if m.state == "running" else "pending", "squeue unavailable: state from the marker only")
     if fate.never_starts:
@@ -255,7 +248,7 @@ def _process_state(m: markers.Marker) -> tuple[str, str | None]:
         if scheduler.pid_alive(m.pid):
             return ("running", None)
         return ("failed", f"process {m.pid} is gone (crashed or killed)")
-    if m.cluster == "local" and m.job_id and m.job_id.isdigit():
+    if getattr(recorded(m.cluster), "job_id_is_pid", False) and m.job_id and m.job_id.isdigit():
         if scheduler.pid_alive(int(m.job_id)):
             return ("pending", "starting")
         return ("failed", f"local job {m.job_id} is gone before it started")
@@ -266,15 +259,14 @@ def _process_state(m: markers.Marker) -> tuple[str, str | None]:
 
 def resolve_runs(dirs: Sequence[str | Path]) -> list[RunStatus]:
     """resolve() for each run dir, with one squeue and at most one sacct call for all of them."""
-    live_slurm = []
+    live = {}
     for d in dirs:
         m = markers.read_marker(Path(d))
-        if m is not None and m.cluster == "slurm" and m.state in ("submitted", "running") and m.job_id:
-            live_slurm.append(m.job_id)
-    queue = scheduler.queue() if live_slurm else {}
-    gone = [j for j in live_slurm if queue is not None and j not in queue]
-    acct = scheduler.accounting(gone) if gone else {}
-    return [resolve(d, queue, acct) for d in dirs]
+        if m is not None and getattr(recorded(m.cluster), "queued", False) and m.state in ("submitted", "running") and m.job_id:
+            pkl = scheduler.result_path_for_log(m.stdout)
+            live[m.job_id] = scheduler.read_result(pkl) if pkl else None
+    fates = scheduler.Watcher().look(live) if live else {}
+    return [resolve(d, fates) for d in dirs]
 
 
 def resolve_one(run_dir: str | Path) -> RunStatus:

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from arith.errors import InputError
 from arith.files import atomic_write_json, sha256_file
+from arith.manifest import file_entry, files_problem, listed_files, provenance
 from jobs.runs import rundir
 from jobs.runs.rundir import RunDir
 
@@ -271,41 +272,6 @@ def clear_run(run_dir: str | Path) -> None:
 # ------------------------------------------------------------------------------------------------ manifest
 
 
-def _code_version() -> dict:
-    """Package version and, without running git, the commit the checkout's HEAD points at."""
-    info: dict = {}
-    try:
-        from importlib.metadata import version
-
-        info["package"] = version("verified-arithmetic")
-    except Exception:  # not installed
-        info["package"] = None
-    root = Path(__file__).resolve().parent.parent
-    head = root / ".git" / "HEAD"
-    try:
-        ref = head.read_text().strip()
-        if ref.startswith("ref:"):
-            ref_path = root / ".git" / ref.split(None, 1)[1]
-            info["git_commit"] = ref_path.read_text().strip() if ref_path.is_file() else None
-        else:
-            info["git_commit"] = ref
-    except OSError:
-        info["git_commit"] = None
-    return info
-
-
-def _package_versions() -> dict:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": platform.python_version()}
-    for pkg in ("torch", "accelerate", "submitit", "numpy"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            out[pkg] = None
-    return out
-
-
 def record_artifacts(run_dir: str | Path, paths: Iterable[str | Path], **meta) -> dict:
     """Add (or refresh) artifacts in the run's manifest: sha256 and size of each file (a path, absolute or
     relative to the current directory, inside `run_dir`), keyed by its path relative to the run dir. `meta`
@@ -314,7 +280,8 @@ def record_artifacts(run_dir: str | Path, paths: Iterable[str | Path], **meta) -
     with _locked(run_dir):
         manifest = _read_json(RunDir(run_dir).manifest) or {}
         manifest.setdefault("name", run_dir.name)
-        arts = dict(manifest.get("artifacts") or {})
+        arts = listed_files(manifest) or {}
+        manifest.pop("artifacts", None)  # the older key of the same entries
         root = run_dir.resolve()
         for p in paths:
             full = Path(p).resolve()  # relative paths are relative to the current directory, like open()
@@ -322,13 +289,10 @@ def record_artifacts(run_dir: str | Path, paths: Iterable[str | Path], **meta) -
                 rel = str(full.relative_to(root))
             except ValueError:
                 raise ValueError(f"artifact {p} is not inside the run directory {run_dir}") from None
-            arts[rel] = {"sha256": sha256_file(full), "bytes": full.stat().st_size}
-        manifest["artifacts"] = arts
+            arts[rel] = file_entry(full)
+        manifest["files"] = arts
         manifest.update(meta)
-        manifest["code"] = _code_version()
-        manifest["packages"] = _package_versions()
-        manifest["command"] = list(sys.argv)
-        manifest["updated_at"] = time.time()
+        manifest.update(provenance())
         atomic_write_json(RunDir(run_dir).manifest, manifest, indent=1)
         return manifest
 
@@ -338,30 +302,11 @@ def read_manifest(run_dir: str | Path) -> dict | None:
 
 
 def artifacts_problem(run_dir: str | Path) -> str | None:
-    """None when the run's weights and train json are in its manifest and every listed artifact matches its
-    sha256; otherwise one line saying what does not."""
+    """None when the run's weights and train json are in its manifest and every listed file matches its
+    sha256 (arith.manifest.files_problem); otherwise one line saying what does not."""
     run_dir = Path(run_dir)
-    manifest = read_manifest(run_dir)
-    if manifest is None:
-        return "no manifest.json"
-    arts = manifest.get("artifacts")
-    if not isinstance(arts, dict):
-        return "manifest lists no artifacts"
-    for required in (p.name for p in RunDir(run_dir).training_artifacts):
-        if required not in arts:
-            return f"manifest does not list {required}"
-    for rel, info in arts.items():
-        p = run_dir / rel
-        if not p.is_file():
-            return f"{rel} is missing"
-        try:
-            if int(info.get("bytes", -1)) != p.stat().st_size:
-                return f"{rel} has changed size"
-            if info.get("sha256") != sha256_file(p):
-                return f"{rel} does not match its sha256"
-        except (AttributeError, TypeError, ValueError):
-            return f"manifest entry for {rel} is malformed"
-    return None
+    required = [p.name for p in RunDir(run_dir).training_artifacts]
+    return files_problem(run_dir, read_manifest(run_dir), required)
 
 
 def artifacts_ok(run_dir: str | Path) -> bool:

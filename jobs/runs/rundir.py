@@ -15,10 +15,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from arith.manifest import MANIFEST
 from arith.names import artifact_path, name_of_weights, sidecar_path
 
 MARKER = "state.json"
-MANIFEST = "manifest.json"
 PROGRESS = "progress.json"
 CHECKPOINTS = "checkpoints"
 LOCK = ".state.lock"
@@ -34,12 +34,11 @@ def quanta_owner(view: str) -> str:
 
 
 def submitit_folder(runs_dir: str | Path, cluster: str) -> Path:
-    """submitit's log and pickle folder under a runs folder. On slurm and debug it carries the job id tag
-    (`.submitit/%j`, expanded per job); submitit's local controller creates the folder it is given without
-    expanding the tag (a literal `%j` folder), so local jobs share `.submitit/local/` (their files are named by
-    job id all the same)."""
-    base = Path(runs_dir).absolute() / SUBMITIT
-    return base / "local" if cluster == "local" else base / "%j"
+    """submitit's log and pickle folder under a runs folder: `.submitit/<the backend's folder_tag>` (`%j`, the
+    job id, expanded per job; `local` on the local backend, hpc.launcher.LocalBackend)."""
+    from hpc.launcher import backend
+
+    return Path(runs_dir).absolute() / SUBMITIT / backend(cluster).folder_tag
 
 
 @dataclass(frozen=True)

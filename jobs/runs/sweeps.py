@@ -25,7 +25,7 @@ from arith.progress import eta
 from hpc import scheduler
 from jobs.runs import markers
 from jobs.runs import lifecycle as runs
-from hpc.launcher import Handle, LaunchConfig, Launcher, Task, afterok, render_sbatch, slurm_groups
+from hpc.launcher import Handle, LaunchConfig, Launcher, Task, afterok, backend, recorded, render_sbatch, slurm_groups
 from hpc.profile import check_keys, read_toml
 from jobs.runs.rundir import RunDir
 from jobs.runs.training import RunSpec, TrainTask
@@ -171,7 +171,7 @@ def _tasks(todo: list[PlannedRun], skipped: dict[str, str]) -> list[Task]:
             elif skipped.get(ins, "").startswith("active"):
                 m = markers.read_marker(Path(p.spec.runs_dir) / ins)
                 after = (ins,)
-                if m is not None and m.cluster == "slurm" and m.job_id:
+                if m is not None and getattr(recorded(m.cluster), "queued", False) and m.job_id:
                     after_jobs = (m.job_id,)
         tasks.append(Task(p.spec.name, TrainTask(p.spec), after, after_jobs))
     return tasks
@@ -190,7 +190,7 @@ def dry_run_text(opts: SweepOptions, planned: list[PlannedRun], todo: list[Plann
         extra = " (addition model, trained first)" if p.role == "insert" else ""
         extra += f" (after {p.spec.insert})" if p.spec.insert and p.role == "sweep" else ""
         lines.append(f"# run {p.spec.name}{extra}")
-    if lc.cluster == "slurm":
+    if backend(lc.cluster).queued:  # the scheduler's arrays and dependencies, as submitted
         cap = lc.effective_slurm.array_parallelism
         for g in slurm_groups(_tasks(todo, skipped)):
             deps = [f"<job of {k}>" for k in g.after] + list(g.after_jobs)
@@ -203,10 +203,8 @@ def dry_run_text(opts: SweepOptions, planned: list[PlannedRun], todo: list[Plann
                 + " ".join(t.key for t in g.tasks)
             )
             lines.append(render_sbatch(lc, n, dependency=afterok(deps), job_name=g.job_name(lc.job_name)))
-    elif lc.cluster == "local":
-        lines.append(f"# local: at most {lc.local_slots} job(s) at once, {lc.slurm.ntasks_per_node} task(s) each")
     else:
-        lines.append("# debug: runs one after another in this process")
+        lines.append(backend(lc.cluster).plan_text(lc))
     return "\n".join(lines)
 
 
@@ -230,7 +228,7 @@ def _run_round(
 
     def after_submit(h: Handle) -> None:
         markers.set_job(by_name[h.key].spec.run_dir, h.job_id, h.stdout, h.stderr, h.submitted_at)
-        if lc.cluster != "debug":
+        if not backend(lc.cluster).in_process:
             print(f"submitted {h.key}: job {h.job_id}", flush=True)
 
     def dep_state(key: str):
@@ -330,8 +328,8 @@ def run_sweep(opts: SweepOptions) -> SweepOutcome | None:
         print(dry_run_text(opts, planned, todo, skipped))
         return None
     lc = opts.launch
-    if lc.cluster == "slurm" and todo:
-        scheduler.check_controller()
+    if todo:
+        backend(lc.cluster).preflight()
     for name, why in skipped.items():
         print(f"skip {name}: {why}")
     attempt = 0
@@ -352,7 +350,7 @@ def run_sweep(opts: SweepOptions) -> SweepOutcome | None:
                     break
                 lines.report()
         except KeyboardInterrupt:
-            if lc.cluster == "slurm":
+            if backend(lc.cluster).queued:
                 print("interrupted: the jobs keep running; `varith status` follows them", file=sys.stderr)
             raise
         todo, skipped = _classify(planned, force=False)

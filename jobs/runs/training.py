@@ -29,6 +29,7 @@ from typing import Any
 import submitit
 
 from arith.train import tunable_fields
+from hpc.launcher import backend
 from jobs.runs import markers
 from jobs.runs import lifecycle as runs
 from jobs.runs.rundir import RunDir
@@ -115,7 +116,8 @@ class TrainTask(submitit.helpers.Checkpointable):
         old_threads = torch.get_num_threads()
         torch.set_num_threads(max(1, spec.threads))
         try:
-            progress = cluster not in (None, "debug")  # the debug executor runs in the sweep's own process
+            in_process = cluster is None or backend(cluster).in_process
+            progress = not in_process  # the debug executor runs in the sweep's own process
             if spec.insert is not None:
                 self._ensure_insert(rank, progress)
             summary = _train(spec, rank, progress)
@@ -126,7 +128,7 @@ class TrainTask(submitit.helpers.Checkpointable):
             if rank == 0:
                 runs.fail_run(spec.run_dir, error)
             _log(f"{spec.name}: failed: {error}")
-            if cluster == "debug":
+            if cluster is not None and backend(cluster).in_process:
                 traceback.print_exc(file=sys.stderr)
                 return {"name": spec.name, "state": "failed", "error": error}
             raise

@@ -32,10 +32,11 @@ from arith.files import atomic_write_json, sha256_file
 from arith.model import ModelShape
 from arith.names import sidecar_path
 from arith.vocab import ADD, Layout, encode
-from hpc.blocks import DEFAULT_RETRIES, run_checked
-from hpc.store import consolidate, group_lock, prepare_group
+from hpc.blocks import run_checked
+from hpc.cluster import ClusterHandle, ClusterSpec
+from hpc.store import consolidate, group_lock, open_checked, prepare_group
 from jobs.stages import ablate_store as st
-from jobs.stages.template import worker_model
+from jobs.stages.template import StageSettings, run_stage, worker_model
 
 
 @dataclass(frozen=True)
@@ -59,15 +60,13 @@ class Model:
 
 
 @dataclass(frozen=True)
-class Settings:
+class Settings(StageSettings):
+    """The ablation's own settings besides those every stage shares (wait: for another run writing this mode's
+    groups of the store)."""
+
     rule: MeanRule = MeanRule.CORRECTED
     save_mlp: bool = False
-    device: str = "auto"
-    retries: int = DEFAULT_RETRIES
-    progress: bool = True
-    fresh: bool = False
     pca: bool = False
-    wait: bool = True  # another run writing this mode's groups of the store: wait for it (False: refuse)
 
 
 def _tokens(x, y, op) -> torch.Tensor:
@@ -377,17 +376,12 @@ def reduce_store(job: Job, settings: Settings) -> list[dict]:
     m = job.model
     questions, survey_group, means = _groups(job, settings)
     for group, fp in ((questions, job.fingerprint), (means, _mode_fp(job, settings))):
-        try:
-            stored = dict(zarr.open_group(store=group.root, path=group.path, mode="r").attrs).get("fingerprint")
-        except FileNotFoundError:  # no store, or no results of this mode in it (zarr's GroupNotFoundError)
-            raise InputError(
-                f"store {group.location}: no {settings.rule.value} ablation results there; "
-                "run varith ablate without --reduce-only"
-            ) from None
-        if stored != json.loads(json.dumps(fp)):
-            raise InputError(
-                f"store {group.location} was made by other weights, questions or settings; run without --reduce-only"
-            )
+        open_checked(
+            group,
+            fp,
+            f"no {settings.rule.value} ablation results there",
+            "run varith ablate without --reduce-only",
+        )
     x, y, op = questions.read()
     sv = survey_group.read_checked()
     mdata = means.read_checked()
@@ -593,16 +587,27 @@ def _lh(shape: ModelShape) -> tuple[int, int]:
     return shape.n_layers, shape.n_heads
 
 
-def run_many(jobs: list[Job], settings: Settings, spec=None) -> list[tuple[Job, list[dict]]]:
-    """Every job's analysis, on one Dask cluster (`spec`, a hpc.cluster.ClusterSpec) or in this process."""
-    if spec is None:
-        return [(job, analyse(None, job, settings)) for job in jobs]
-    import logging
+class AblateStage:
+    """The ablation as a stage of the template (jobs.stages.template): survey, positions and nodes blocks into
+    `ablate/<mode>/` of the store, reduced to the behaviour records."""
 
-    from hpc.cluster import open_cluster
+    name = "ablate"
+    work = (SurveyWork, PositionWork, NodeWork)
+    MAX_TASKS = 64  # sizes a SLURM cluster: the node stage's blocks rarely exceed it
 
-    logging.getLogger("tornado.application").setLevel(logging.CRITICAL)
-    with open_cluster(spec) as handle:
-        print(handle.description)
-        print(f"dask dashboard: {handle.dashboard_text}", flush=True)
-        return [(job, analyse(handle.client, job, settings, handle.task_resources)) for job in jobs]
+    def __init__(self, settings: Settings):
+        self.settings = settings
+
+    def tasks(self, job: Job) -> int:
+        return self.MAX_TASKS
+
+    def run(self, job: Job, cluster: ClusterHandle) -> list[dict]:
+        return analyse(cluster.client, job, self.settings, cluster.task_resources)
+
+    def reduce(self, job: Job) -> list[dict]:
+        return reduce_store(job, self.settings)
+
+
+def run_many(jobs: list[Job], settings: Settings, spec: ClusterSpec) -> list[tuple[Job, list[dict]]]:
+    """Every job's analysis on one cluster (`spec`, any kind: `none` runs the blocks in this process)."""
+    return run_stage(AblateStage(settings), jobs, spec)

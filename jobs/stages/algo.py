@@ -23,21 +23,19 @@ from analysis import algo_tasks as at
 from analysis.ablate import Node
 from arith.errors import InputError
 from arith.files import atomic_write_bytes, sha256_file
-from hpc.blocks import DEFAULT_RETRIES, run_checked
-from hpc.store import StoreDamage, consolidate, group_lock, prepare_group
+from hpc.blocks import run_checked
+from hpc.cluster import ClusterHandle, ClusterSpec
+from hpc.store import StoreDamage, consolidate, group_lock, open_checked, prepare_group, stored_attributes
 from jobs.stages import algo_store as st
 from jobs.stages.ablate import Model
-from jobs.stages.template import worker_model
+from jobs.stages.template import StageSettings, run_stage, worker_model
 
 
 @dataclass(frozen=True)
-class Settings:
+class Settings(StageSettings):
+    """The search's own settings besides those every stage shares."""
+
     compat: bool = False  # the reference's filters (docs/reference_facts.md F8.4) instead of the intended ones
-    device: str = "auto"
-    retries: int = DEFAULT_RETRIES
-    progress: bool = True
-    fresh: bool = False
-    wait: bool = True  # another run writing this mode's group of the store: wait for it (False: refuse)
 
     @property
     def mode(self) -> str:
@@ -144,16 +142,6 @@ def analyse(client, job: Job, settings: Settings, resources: dict | None = None)
         return _analyse(client, job, settings, resources)
 
 
-def _stored(group: st.TrialsGroup) -> dict:
-    """The attributes of the store's search group ({} when there is none)."""
-    import zarr
-
-    try:
-        return dict(zarr.open_group(store=group.root, path=group.path, mode="r").attrs)
-    except (FileNotFoundError, OSError, ValueError):  # no store, or no search of this mode in it
-        return {}
-
-
 def check_store(job: Job, settings: Settings, reduce_only: bool = False) -> None:
     """Before any work: when the store's search of this mode was made from another behaviour file than the
     job's (same weights and settings), one InputError line saying so in words and which command to run. Any
@@ -164,7 +152,7 @@ def check_store(job: Job, settings: Settings, reduce_only: bool = False) -> None
         return
     _tasks, plans = _plans(job, settings)
     group = _group(job, settings, plans)
-    attrs = _stored(group)
+    attrs = stored_attributes(group)
     stored, wanted = attrs.get("fingerprint"), json.loads(json.dumps(_fingerprint(job, settings)))
     if not isinstance(stored, dict) or stored == wanted:
         return
@@ -247,19 +235,13 @@ def reduce_store(job: Job, settings: Settings) -> list[dict]:
     """The maths records from the store alone (refused if it was made from other weights, behaviour or mode)."""
     tasks, plans = _plans(job, settings)
     group = _group(job, settings, plans)
-    stored = _stored(group).get("fingerprint")
     again = f"varith algo {job.given or job.model.weights}{' --compat' if settings.compat else ''}"
-    if not isinstance(stored, dict):
+    if not isinstance(stored_attributes(group).get("fingerprint"), dict):
         raise InputError(
             f"store {group.location}: no algorithm search results there; run `{again}` (without --reduce-only) first"
         )
-    check_store(job, settings, reduce_only=True)
-    wanted = json.loads(json.dumps(_fingerprint(job, settings)))
-    if stored != wanted:
-        what = "other weights" if stored.get("weights_sha256") != wanted["weights_sha256"] else "other settings"
-        raise InputError(
-            f"store {group.location} was made by {what}; run `{again} --fresh` (without --reduce-only) to search again"
-        )
+    check_store(job, settings, reduce_only=True)  # made from another behaviour file: says which command to run
+    open_checked(group, _fingerprint(job, settings), "no algorithm search results there", f"run `{again} --fresh`")
     return _reduce(job, settings, group, tasks, plans)
 
 
@@ -288,16 +270,28 @@ def write_outputs(job: Job, records: list[dict], pictures: bool = True) -> Path:
     return out
 
 
-def run(job: Job, settings: Settings, spec=None) -> list[dict]:
-    """The search on a Dask cluster (`spec`, a hpc.cluster.ClusterSpec) or in this process (None)."""
-    if spec is None:
-        return analyse(None, job, settings)
-    import logging
+class AlgoStage:
+    """The algorithm search as a stage of the template (jobs.stages.template): trial blocks into `algo/<mode>` of
+    the store, reduced to the maths records."""
 
-    from hpc.cluster import open_cluster
+    name = "algo"
+    work = (AlgoWork,)
+    MAX_TASKS = 16  # sizes a SLURM cluster
 
-    logging.getLogger("tornado.application").setLevel(logging.CRITICAL)
-    with open_cluster(spec) as handle:
-        print(handle.description)
-        print(f"dask dashboard: {handle.dashboard_text}", flush=True)
-        return analyse(handle.client, job, settings, handle.task_resources)
+    def __init__(self, settings: Settings):
+        self.settings = settings
+
+    def tasks(self, job: Job) -> int:
+        return self.MAX_TASKS
+
+    def run(self, job: Job, cluster: ClusterHandle) -> list[dict]:
+        return analyse(cluster.client, job, self.settings, cluster.task_resources)
+
+    def reduce(self, job: Job) -> list[dict]:
+        return reduce_store(job, self.settings)
+
+
+def run(job: Job, settings: Settings, spec: ClusterSpec) -> list[dict]:
+    """The search on one cluster (`spec`, any kind: `none` runs the blocks in this process)."""
+    ((_job, records),) = run_stage(AlgoStage(settings), [job], spec)
+    return records

@@ -29,7 +29,6 @@ import hashlib
 import io
 import json
 import os
-import platform
 import re
 import shutil
 import sys
@@ -41,30 +40,13 @@ from typing import Protocol
 
 from arith.errors import InputError
 from arith.files import atomic_write_json, sha256_file
+from arith.manifest import MANIFEST, file_entry, files_problem, provenance
 
-MANIFEST = "manifest.json"
 CARD = "README.md"
 DEFAULT_REPO = "PhilipQuirke/VerifiedArithmetic"
-PACKAGES = ("torch", "numpy", "accelerate", "submitit", "dask", "zarr", "huggingface_hub", "verified-arithmetic")
 
 
 # ------------------------------------------------------------------------------------------------ manifest
-
-
-def package_versions() -> dict[str, str | None]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out: dict[str, str | None] = {"python": platform.python_version()}
-    for pkg in PACKAGES:
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            out[pkg] = None
-    return out
-
-
-def file_entry(path: Path) -> dict:
-    return {"sha256": sha256_file(path), "bytes": path.stat().st_size}
 
 
 def write_manifest(folder: str | Path, model: str, seeds: Mapping[str, int], **meta) -> dict:
@@ -72,14 +54,7 @@ def write_manifest(folder: str | Path, model: str, seeds: Mapping[str, int], **m
     command line and `meta`."""
     folder = Path(folder)
     files = {p.name: file_entry(p) for p in sorted(folder.iterdir()) if p.is_file() and p.name != MANIFEST}
-    manifest = {
-        "model": model,
-        "files": files,
-        "seeds": dict(seeds),
-        "packages": package_versions(),
-        "command": list(sys.argv),
-        "created_at": time.time(),
-    } | meta
+    manifest = {"model": model, "files": files, "seeds": dict(seeds)} | provenance() | meta
     atomic_write_json(folder / MANIFEST, manifest, indent=1)
     return manifest
 
@@ -89,17 +64,10 @@ def manifest_problem(folder: str | Path) -> str | None:
     folder = Path(folder)
     try:
         manifest = json.loads((folder / MANIFEST).read_text())
-        files = manifest["files"]
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError):
         return f"{folder / MANIFEST}: missing or unreadable"
-    present = {p.name for p in folder.iterdir() if p.is_file() and p.name != MANIFEST}
-    if set(files) != present:
-        extra, missing = sorted(present - set(files)), sorted(set(files) - present)
-        return f"{folder}: files {extra} not in the manifest, {missing} missing"
-    for name, info in files.items():
-        if not isinstance(info, dict) or info.get("sha256") != sha256_file(folder / name):
-            return f"{folder / name} does not match its sha256 in the manifest"
-    return None
+    problem = files_problem(folder, manifest, exact=True)
+    return None if problem is None else (problem if problem.startswith(str(folder)) else f"{folder}: {problem}")
 
 
 def git_blob_sha1(path: Path) -> str:

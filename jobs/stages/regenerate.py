@@ -45,7 +45,10 @@ from typing import Any
 from arith.errors import InputError
 from arith.files import atomic_write_json, sha256_file
 from arith.names import check_pair, expand_arch, parse_name, sidecar_path
+from hpc.cluster import ClusterSpec
 from jobs.runs.rundir import RunDir, submitit_folder
+from jobs.stages.template import Stage, preload, run_stage
+from jobs.stages.verify import VerifyJob, VerifySettings, VerifyStage
 
 STAGES = ("train", "verify", "ablate", "algo", "hub")
 # what each stage reads of the others: when one of these finished after it, the stage is redone
@@ -58,7 +61,9 @@ DEPENDS = {
 }
 INSERT_STAGES = ("train", "ablate")  # what an ins* model needs of an addition model that is not published
 SCALES = ("full", "tiny")
-CLUSTERS = ("slurm", "local", "debug")
+# `--cluster`: the Dask stages' vocabulary (hpc.cluster.DASK_KINDS); training goes to the matching submitit backend
+TRAIN_BACKEND = {"slurm": "slurm", "local": "local", "none": "debug"}
+CLUSTERS = tuple(TRAIN_BACKEND)
 CATALOG = Path(__file__).resolve().parent.parent / "catalog.toml"
 _MODEL_KEYS = {"name", "note", "insert"}
 _RECIPE_KEYS = {"steps", "train", "questions"}
@@ -233,7 +238,7 @@ def plan(catalog: Catalog, recipe: Recipe, models: Sequence[str] | None = None) 
 class Options:
     out: Path
     recipe: Recipe
-    cluster: str = "debug"
+    cluster: str = "none"
     profile: str | None = None
     retries: int = 1
     device: str = "auto"
@@ -250,22 +255,40 @@ class Options:
     def run(self, step: Step) -> RunDir:
         return RunDir.of(self.runs_dir, step.name)
 
+    @property
+    def train_backend(self) -> str:
+        """The submitit backend training runs on (hpc.launcher.BACKENDS)."""
+        return TRAIN_BACKEND[self.cluster]
+
     def where(self, stage: str) -> str:
+        from hpc.cluster import DASK_KINDS
+        from hpc.launcher import backend
+
         if stage == "train":
-            return {"slurm": "SLURM job (submitit)", "local": "local job (submitit)", "debug": "this process"}[
-                self.cluster
-            ]
-        if stage in ("verify", "ablate", "algo") and self.cluster == "slurm":
-            return "Dask workers on SLURM"
+            return backend(self.train_backend).where
+        if stage in ("verify", "ablate", "algo"):
+            return DASK_KINDS[self.cluster].where
         return "this process"
+
+    def spec(self, stage: Stage, job) -> ClusterSpec:
+        """The Dask cluster of a stage's job (any kind: `none` runs its blocks in this process)."""
+        return ClusterSpec(
+            kind=self.cluster,
+            profile=self.profile,
+            n_tasks=stage.tasks(job),
+            use_gpus=self.device != "cpu",
+            preload=preload(stage),
+        )
 
 
 def options_check(opts: Options) -> None:
     if opts.cluster not in CLUSTERS:
         raise InputError(f"unknown cluster {opts.cluster!r} (expected {', '.join(CLUSTERS)})")
-    if opts.cluster == "slurm" and not opts.profile:
-        raise InputError("--cluster slurm needs --profile FILE.toml (the [slurm] and [dask] settings)")
-    if opts.profile and opts.cluster != "slurm":
+    from hpc.cluster import DASK_KINDS
+
+    if DASK_KINDS[opts.cluster].takes_profile and not opts.profile:
+        raise InputError(f"--cluster {opts.cluster} needs --profile FILE.toml (the [slurm] and [dask] settings)")
+    if opts.profile and not DASK_KINDS[opts.cluster].takes_profile:
         raise InputError("--profile is read by --cluster slurm")
     if opts.profile:
         from hpc.profile import load_profile
@@ -357,17 +380,6 @@ def _suite(opts: Options, run: RunDir):
     return shape, RandomSuite(n_digits, trained_ops(config, run.name), opts.recipe.questions)
 
 
-def _dask(opts: Options, n_tasks: int, module: str):
-    """The Dask cluster of a stage: SLURM workers on slurm, else None (this process)."""
-    if opts.cluster != "slurm":
-        return None
-    from hpc.cluster import ClusterSpec
-
-    return ClusterSpec(
-        kind="slurm", profile=opts.profile, n_tasks=n_tasks, use_gpus=opts.device != "cpu", preload=(module,)
-    )
-
-
 def _hub_sources(run: RunDir) -> list[Path]:
     return [run.weights, run.train_json, run.accuracy_json, run.behavior_json, run.maths_json, *run.quanta_maps()]
 
@@ -405,7 +417,7 @@ class Stages:
 
     def train_many(self, steps: Sequence[Step]) -> dict[str, Any]:
         """Train models of one seed in one sweep (in parallel on slurm and local): {run name: status row}."""
-        from hpc.launcher import LaunchConfig
+        from hpc.launcher import LaunchConfig, backend
         from hpc.profile import resolve_slurm
         from jobs.runs.sweeps import SweepOptions, SweepRequest, run_sweep
 
@@ -413,7 +425,7 @@ class Stages:
         seeds = {parse_name(s.source).seed for s in steps}
         if len(seeds) != 1:
             raise ValueError("train_many takes models of one seed")
-        settings = resolve_slurm(opts.profile if opts.cluster == "slurm" else None, None, {})
+        settings = resolve_slurm(opts.profile, None, {})
         req = SweepRequest(
             tuple(s.arch for s in steps),
             tuple(seeds),
@@ -422,9 +434,9 @@ class Stages:
             steps=opts.recipe.steps,
             threads=settings.cpus_per_task,
         )
-        folder = submitit_folder(opts.runs_dir, opts.cluster)
-        lc = LaunchConfig(cluster=opts.cluster, folder=folder, slurm=settings, job_name="varith-regen")
-        poll = 5.0 if opts.cluster == "slurm" else 0.5
+        folder = submitit_folder(opts.runs_dir, opts.train_backend)
+        lc = LaunchConfig(cluster=opts.train_backend, folder=folder, slurm=settings, job_name="varith-regen")
+        poll = backend(opts.train_backend).poll_s
         outcome = run_sweep(SweepOptions(req, lc, opts.retries, poll, False, False, False))
         return {r.name: r for r in (outcome.rows if outcome else ())}
 
@@ -456,19 +468,9 @@ class Stages:
         opts = self.opts
         run = opts.run(step)
         shape, suite = _suite(opts, run)
-        spec = _dask(opts, suite.n_blocks, "jobs.stages.verify")
-        if spec is None:
-            from arith.device import choose_device
-            from arith.weights import load_model
-            from jobs.stages.verify import verify_in_process
-
-            model = load_model(run.weights, shape, choose_device(opts.device))
-            counts = verify_in_process(model, suite, progress=False)
-        else:
-            from jobs.stages.verify import DaskVerify, run_dask
-
-            job = DaskVerify(run.weights, shape, suite, run.store.resolve(), spec, device=opts.device, progress=False)
-            counts = run_dask(job)
+        stage = VerifyStage(VerifySettings(device=opts.device, progress=False))
+        job = VerifyJob(run.weights, shape, suite, run.store.resolve(), suite.name)
+        ((_job, counts),) = run_stage(stage, [job], opts.spec(stage, job))
         extra = {"weights_sha256": sha256_file(run.weights), "mode": "reference"}
         write_report(run.accuracy_json, accuracy_report(counts, suite, run.name, extra=extra))
         return [run.weights, run.accuracy_json]
@@ -493,7 +495,8 @@ class Stages:
         run = self.opts.run(step)
         settings = ablation.Settings(device=self.opts.device, progress=False)
         job = ablation.job_for(run.weights)
-        ((job, records),) = ablation.run_many([job], settings, _dask(self.opts, 64, "jobs.stages.ablate"))
+        stage = ablation.AblateStage(settings)
+        ((job, records),) = run_stage(stage, [job], self.opts.spec(stage, job))
         tiny = self.opts.recipe.scale == "tiny"  # its few-step models learn nothing: the plumbing is what it tests
         _clear_own_maps(run, "ablate")  # the views drawn now replace the last ablation's (the algo map stays)
         written = ablation.write_outputs(job, settings, records, pictures=True, allow_empty=tiny)  # else NoUsefulNodes
@@ -520,8 +523,8 @@ class Stages:
 
         run = self.opts.run(step)
         job = algo_run.job_for(run.weights, allow_empty=True)  # the ablate stage refused an empty one (not tiny)
-        settings = algo_run.Settings(device=self.opts.device, progress=False)
-        records = algo_run.run(job, settings, _dask(self.opts, 16, "jobs.stages.algo"))
+        stage = algo_run.AlgoStage(algo_run.Settings(device=self.opts.device, progress=False))
+        ((job, records),) = run_stage(stage, [job], self.opts.spec(stage, job))
         _clear_own_maps(run, "algo")  # a search that tags nothing draws no map: the last one must not stay
         algo_run.write_outputs(job, records)
         return [run.weights, run.behavior_json, run.maths_json, *run.quanta_maps("algo")]
@@ -671,8 +674,11 @@ def run_model(step: Step, stages: Stages) -> Outcome:
 
 def ahead_groups(steps: Sequence[Step], opts: Options, stages: Stages) -> list[list[Step]]:
     """On slurm and local: the models that need no other model's files and are not trained yet, one group
-    per seed (one sweep each, its runs in parallel); nothing on debug (it runs one thing at a time anyway)."""
-    if opts.cluster == "debug":
+    per seed (one sweep each, its runs in parallel); nothing when training runs in this process (one thing at a
+    time anyway)."""
+    from hpc.launcher import backend
+
+    if backend(opts.train_backend).in_process:
         return []
     groups: dict[int, list[Step]] = {}
     for s in steps:

@@ -14,12 +14,19 @@ a block task scores, loaded once per worker process.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar, Generic, Protocol, TypeVar
 
 from arith.errors import InputError
 from arith.files import sha256_file
 from hpc.blocks import DEFAULT_RETRIES, worker_cached
+from hpc.cluster import ClusterHandle, ClusterSpec, open_cluster
+
+J = TypeVar("J")
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -32,6 +39,35 @@ class StageSettings:
     progress: bool = True
     fresh: bool = False
     wait: bool = True
+
+
+class Stage(Protocol, Generic[J, R]):
+    """A Dask stage: its block work classes (`work`, whose modules the workers import as they start), how many
+    block tasks a job has at most (sizes a SLURM cluster), `run` and `reduce` (module docstring)."""
+
+    name: ClassVar[str]
+    work: ClassVar[tuple[type, ...]]
+
+    def tasks(self, job: J) -> int: ...
+
+    def run(self, job: J, cluster: ClusterHandle) -> R: ...
+
+    def reduce(self, job: J) -> R: ...
+
+
+def preload(stage: Stage | type) -> tuple[str, ...]:
+    """The modules of a stage's block work classes (named from the classes: a file move cannot break them)."""
+    return tuple(dict.fromkeys(w.__module__ for w in stage.work))
+
+
+def run_stage(stage: Stage[J, R], jobs: Sequence[J], spec: ClusterSpec) -> list[tuple[J, R]]:
+    """Every job of `stage` on one cluster (`spec`: any kind, `none` = this process): opened once, announced,
+    closed at the end (also on Ctrl-C, when the store keeps every finished block)."""
+    # distributed's sync() logs a spurious callback error through tornado when Ctrl-C lands mid-call
+    logging.getLogger("tornado.application").setLevel(logging.CRITICAL)
+    with open_cluster(spec) as handle:
+        handle.announce()
+        return [(job, stage.run(job, handle)) for job in jobs]
 
 
 def worker_model(weights: str, weights_sha256: str, shape, device: str = "auto"):

@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,9 +23,9 @@ from arith.progress import progress as progress_report
 from arith.scoring import PrecisionChoice
 from arith.verify import DEFAULT_CAP, BlockCounts, Suite, evaluate_block
 from hpc.blocks import DEFAULT_RETRIES, run_checked
-from hpc.cluster import ClusterSpec
+from hpc.cluster import ClusterHandle
 from hpc.store import StoreDamage, consolidate, group_lock
-from jobs.stages.template import worker_model
+from jobs.stages.template import StageSettings, worker_model
 from jobs.stages.verify_store import VERIFY_GROUP, SuiteStore, make_fingerprint, prepare_suite, suite_block
 
 
@@ -130,22 +129,23 @@ def verify_distributed(
 
 
 @dataclass(frozen=True)
-class DaskVerify:
-    """A verification farmed over Dask: where the weights and the store are, the settings, the cluster."""
+class VerifySettings(StageSettings):
+    """Verification's own settings besides those every stage shares."""
+
+    mode: str = "reference"
+    precision: str = "auto"
+    cap: int = DEFAULT_CAP
+
+
+@dataclass(frozen=True)
+class VerifyJob:
+    """One model's suite: its weights, shape, the suite and the store it lands in."""
 
     weights: Path
     shape: ModelShape
     suite: Suite
     store_root: Path
-    cluster: ClusterSpec
-    mode: str = "reference"
-    precision: str = "auto"
-    cap: int = DEFAULT_CAP
-    device: str = "auto"
-    fresh: bool = False
-    retries: int = DEFAULT_RETRIES
-    progress: bool = True
-    wait: bool = True  # another run writing the same suite of the store: wait for it (False: refuse)
+    group: str  # the suite's group under verify/ (verify_store.group_name)
 
 
 def plan_line(suite, n_done: int, location: str) -> str:
@@ -176,53 +176,70 @@ def _stored_choice(group, requested: str) -> PrecisionChoice:
     return PrecisionChoice(requested if requested != "auto" else "unknown", f"{reason}; not recorded", requested)
 
 
-def run_dask(job: DaskVerify) -> BlockCounts:
-    """Hold the suite's group of the store (one writer), prepare (or reopen and check) it, run what is pending
-    on the cluster, reduce with checks."""
-    suite = job.suite
-    with group_lock(job.store_root, f"{VERIFY_GROUP}/{suite.name}", wait=job.wait):
-        return _run_locked(job)
+class VerifyStage:
+    """Verification as a stage of the template (jobs.stages.template): blocks of questions scored into
+    `verify/<suite>` of the store, reduced to counts per answer digit and class."""
 
+    name = "verify"
+    work = (VerifyWork,)
 
-def _run_locked(job: DaskVerify) -> BlockCounts:
-    from hpc.cluster import open_cluster
+    def __init__(self, settings: VerifySettings):
+        self.settings = settings
 
-    sha = sha256_file(job.weights)
-    suite = job.suite
-    fingerprint = make_fingerprint(sha, suite.fingerprint(), job.mode, job.precision, job.cap)
-    # damaged metadata: one InputError line (or, with --fresh, repaired); done blocks that fail their checks
-    # are made pending again, with one line on stderr
-    group = prepare_suite(
-        job.store_root, suite.name, fingerprint, suite.n_blocks, suite.n_digits, job.cap, job.fresh, suite=suite
-    )
-    work = VerifyWork(
-        str(Path(job.weights).resolve()), sha, job.shape, suite, group, job.mode, job.precision, job.cap, job.device
-    )
-    pending = group.pending()
-    print(plan_line(suite, suite.n_blocks - len(pending), group.location), flush=True)
-    if not pending:
-        try:
+    def tasks(self, job: VerifyJob) -> int:
+        return job.suite.n_blocks
+
+    def _group(self, job: VerifyJob) -> tuple[str, SuiteStore]:
+        s, suite = self.settings, job.suite
+        sha = sha256_file(job.weights)
+        fingerprint = make_fingerprint(sha, suite.fingerprint(), s.mode, s.precision, s.cap)
+        # damaged metadata: one InputError line (or, with --fresh, repaired); done blocks that fail their checks
+        # are made pending again, with one line on stderr
+        group = prepare_suite(
+            job.store_root, job.group, fingerprint, suite.n_blocks, suite.n_digits, s.cap, s.fresh, suite=suite
+        )
+        return sha, group
+
+    def run(self, job: VerifyJob, cluster: ClusterHandle) -> BlockCounts:
+        """Hold the suite's group of the store (one writer), prepare (or reopen and check) it, run what is
+        pending on the cluster, reduce with checks."""
+        with group_lock(job.store_root, f"{VERIFY_GROUP}/{job.group}", wait=self.settings.wait):
+            return self._run_locked(job, cluster)
+
+    def reduce(self, job: VerifyJob) -> BlockCounts:
+        """The counts of a store whose blocks are all done (checked), computing nothing."""
+        with group_lock(job.store_root, f"{VERIFY_GROUP}/{job.group}", wait=self.settings.wait):
+            _sha, group = self._group(job)
+            if group.pending():
+                raise InputError(f"store {group.location}: {plural(len(group.pending()), 'block')} not done yet")
             counts = _reduce(group)
-            counts.choice = _stored_choice(group, job.precision)
+            counts.choice = _stored_choice(group, self.settings.precision)
             return counts
-        except StoreDamage as exc:  # damaged since it was checked: redo those blocks on a cluster
-            group.repair(exc.problems)
-    # distributed's sync() logs a spurious callback error through tornado when Ctrl-C lands mid-call
-    logging.getLogger("tornado.application").setLevel(logging.CRITICAL)
-    with open_cluster(job.cluster) as handle:
-        print(handle.description)
-        print(f"dask dashboard: {handle.dashboard_text}", flush=True)
+
+    def _run_locked(self, job: VerifyJob, cluster: ClusterHandle) -> BlockCounts:
+        s, suite = self.settings, job.suite
+        sha, group = self._group(job)
+        work = VerifyWork(
+            str(Path(job.weights).resolve()), sha, job.shape, suite, group, s.mode, s.precision, s.cap, s.device
+        )
+        pending = group.pending()
+        print(plan_line(suite, suite.n_blocks - len(pending), group.location), flush=True)
+        if not pending:
+            try:
+                counts = _reduce(group)
+                counts.choice = _stored_choice(group, s.precision)
+                return counts
+            except StoreDamage as exc:  # damaged since it was checked: redo those blocks
+                group.repair(exc.problems)
         # the precision is decided once, on a worker's device, before any block (the fingerprint keeps the
         # precision asked for, so a restarted run reuses the store whatever auto chooses)
-        choice = handle.client.submit(
-            work.choose_precision, resources=handle.task_resources, retries=job.retries, pure=False
-        ).result()
+        choice = cluster.call(work.choose_precision, retries=s.retries)
         work = dataclasses.replace(work, precision=choice.precision)
         group.set_attribute(CHOICE_ATTRIBUTE, choice.as_dict())
         counts = verify_distributed(
-            handle.client, work, retries=job.retries, resources=handle.task_resources, progress=job.progress
+            cluster.client, work, retries=s.retries, resources=cluster.task_resources, progress=s.progress
         )
-    if counts is None:  # pragma: no cover - only with max_blocks
-        raise InputError("verification stopped early")
-    counts.choice = choice
-    return counts
+        if counts is None:  # pragma: no cover - only with max_blocks
+            raise InputError("verification stopped early")
+        counts.choice = choice
+        return counts

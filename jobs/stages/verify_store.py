@@ -41,7 +41,7 @@ from typing import ClassVar, TextIO
 
 import numpy as np
 
-from arith.verify import N_CCOLS, N_QCLASSES, BlockCounts
+from arith.verify import N_CCOLS, N_QCLASSES, OP_NAMES, BlockCounts
 from hpc.store import BlockGroup, prepare_group
 
 # 2: write_empty_chunks=True, zstd with checksums; 3: `scoring`; 4: `scoring` checked as data; 5: random suites
@@ -54,6 +54,16 @@ ALL_ARRAYS = (*DATA_ARRAYS, "done")
 # question-class rows of `tested`/`failed` per operation: ADD -> ADD; SUB -> SUB and NEG; MUL -> MUL
 OP_ROWS = ((0,), (1, 2), (3,))
 OP_WORDS = ("ADD", "SUB", "MUL")
+
+
+def group_name(suite, trained_ops: tuple[int, ...]) -> str:
+    """The suite's group under `verify/`: its name when it asks the operations the model was trained on (the
+    default), else the name and the operations (`random-mul`), so a run with other `--ops` keeps its own blocks
+    beside the default ones instead of meeting them as "other settings"."""
+    if sorted(suite.ops) == sorted(trained_ops):
+        return suite.name
+    words = {value: word for word, value in OP_NAMES.items()}
+    return "-".join([suite.name, *(words[op] for op in suite.ops)])
 
 
 def _is_random(suite) -> bool:
