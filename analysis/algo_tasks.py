@@ -8,9 +8,10 @@ Positions (F2.2): D_k -> P(n-1-k), D'_k -> P(2n-k), the operator -> P(n), the an
 first answer digit -> P(2n+3), answer digit A_k -> P(3n+3-k).
 
 Filters come in two modes. The default is what the reference meant: attention of at least 10% to the named
-position (from the `Attn:P{k}={pct}` tags) and an `Impact` tag containing the digit. `compat` is what its code
-does (F8.4): an `Attn` tag whose text contains `P{k}` (so P1 matches P10..P19) and an `Impact` tag containing
-`A{d}` as a substring (only the highest impacted digit matches, digits being sorted descending).
+position (from the `Attn:P{k}={pct}` tags) and an `Impact` tag naming the digit (read by analysis/impact.py, which
+takes both its grammar, `A[13]5`, and the reference's strings). `compat` is what its code does (F8.4): an `Attn`
+tag whose text contains `P{k}` (so P1 matches P10..P19) and an `Impact` tag containing `A{d}` as a substring
+(only the highest impacted digit matches, digits being sorted descending; a bracketed tag: its highest digit).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from analysis.impact import PREFIX as IMPACT_PREFIX
+from analysis.impact import names_digit
 from arith.vocab import ADD, SUB
 
 MIN_ATTN_PERCENT = 10.0  # FilterAttention's intended threshold
@@ -88,16 +91,9 @@ def attends(tags: list[str], position: int, compat: bool) -> bool:
 
 
 def impacts(tags: list[str], digit: int, compat: bool) -> bool:
-    """Does the node's Impact tag name answer digit `digit`? compat: `A{digit}` is a substring of the tag."""
-    for t in tags:
-        if not t.startswith("Impact:"):
-            continue
-        if compat:
-            if f"A{digit}" in t:
-                return True
-        elif str(digit) in t[len("Impact:A") :]:
-            return True
-    return False
+    """Does the node's Impact tag name answer digit `digit` (analysis.impact.names_digit)? Default: the digit is
+    one the tag names (`Impact:A[13]5` names 13 and 5). compat: `A{digit}` is a substring of the tag."""
+    return any(t.startswith(IMPACT_PREFIX) and names_digit(t, digit, compat) for t in tags)
 
 
 @dataclass(frozen=True)

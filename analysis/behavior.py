@@ -4,9 +4,11 @@ Everything is a pure function of arrays (whole node x question grids), so `<name
 from the Zarr store without a forward pass:
 
 - `Fail%:{int(100 * failures / questions)}` (floored: `Fail%:0` means some failures, under 1%).
-- `Impact:A{digits}`: the answer positions any failed question got wrong, named by meaning (`A7` for the sign,
-  or `+` in a pure-addition model), joined; the distinct digits sorted descending (`Impact:A765`; a sign-only
-  impact in an addition model is `Impact:A`).
+- `Impact:A{digits}`: the answer digits any failed question got wrong (the sign is A{n+1}, or `+` in a
+  pure-addition model, which adds no digit), distinct, largest first (`Impact:A765`; a sign-only impact in an
+  addition model is `Impact:A`). Digits 10 and above are bracketed (`Impact:A[13][11]5`), a grammar that stays
+  unambiguous for any digit count; with `compat` the reference's character-sorted string (`A13` -> `Impact:A31`).
+  The grammar, and the parser that reads both: analysis/impact.py.
 - `Math.Add:S{digits}` / `Math.Sub:M{digits}` / `Math.Neg:N{digits}`: the complexity classes of the failed
   questions per family, distinct digits ascending (`M4+` counts as 4); a family only when it had failures.
 - `Attn:P{key}={percent:.0f}`: the head's attention row at its position, averaged over the questions; the top
@@ -20,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from analysis.ablate import Node
+from analysis.impact import impact_tag
 from arith import complexity
 from arith.vocab import Layout
 
@@ -36,15 +39,10 @@ def fail_tag(failures: int, questions: int) -> str:
     return f"Fail%:{int(100 * failures / questions)}"
 
 
-def impact_tags(wrong_any: np.ndarray, layout: Layout, pure_add: bool) -> list[str]:
-    """`wrong_any` [N, n+2]: per node, was each answer position wrong in some failed question."""
-    names = layout.position_meanings(pure_add)[layout.answer_start :]
-    out = []
-    for row in np.asarray(wrong_any, dtype=bool):
-        joined = "".join(name for name, hit in zip(names, row, strict=True) if hit)
-        digits = sorted({c for c in joined if c.isdigit()}, reverse=True)
-        out.append("Impact:A" + "".join(digits))
-    return out
+def impact_tags(wrong_any: np.ndarray, layout: Layout, pure_add: bool, compat: bool = False) -> list[str]:
+    """`wrong_any` [N, n+2]: per node, was each answer position wrong in some failed question. The default
+    grammar, or with `compat` the reference's strings (analysis/impact.py; the same up to 8 digits)."""
+    return [impact_tag(row, layout, pure_add, compat) for row in np.asarray(wrong_any, dtype=bool)]
 
 
 def math_tags(class_hit: np.ndarray) -> list[list[str]]:
@@ -98,15 +96,17 @@ def behavior_records(
     attention: np.ndarray,
     layout: Layout,
     pure_add: bool,
+    compat: bool = False,
 ) -> list[dict]:
     """The `<name>_behavior.json` records: the useful nodes (some failure) with their tags, sorted.
 
-    `attention` [layers, heads, P, P]: attention patterns averaged over the questions."""
+    `attention` [layers, heads, P, P]: attention patterns averaged over the questions. `compat`: the reference's
+    Impact strings (wrong for answer digits A10 and above; analysis/impact.py)."""
     n_questions = failed.shape[1]
     if n_questions == 0:
         return []
     n_fail, wrong_any, class_hit = node_summaries(failed, wrong, codes)
-    impact = impact_tags(wrong_any, layout, pure_add)
+    impact = impact_tags(wrong_any, layout, pure_add, compat)
     maths = math_tags(class_hit)
     records = []
     for i in sorted(range(len(nodes)), key=lambda i: nodes[i]):

@@ -4,26 +4,31 @@ Rows are the model's nodes by layer (`L0H0`, `L0H1`, ..., `L0MLP`, `L1H0`, ...),
 named by the token there (`D5`, `OPR`, `A3`, ...). A cell holds the node's value for the view, coloured on the
 view's scale (the colour bar beside the grid, with its units; the caption under it says what a cell shows):
 - `fail`: the Fail% value (`<1` for 0), coloured by it in 10 shades of 10 points;
-- `impact`: the Impact digits, compressed to `A7..4` when they run in order and are longer than 3 characters,
-  coloured by how many answer digits it names;
+- `impact`: the Impact digits, compressed to `A7..4` when three or more run down by one (`A13..9` for the
+  bracketed digits of analysis/impact.py's grammar), coloured by how many answer digits it names;
 - `attention`: the keys holding more than 10% of the head's attention, largest first (the top two
   alphabetical when within 5 points or both at least 40%), coloured by the largest share (10 shades);
 - `add`, `sub`, `neg`: the simplest complexity class among the failed questions of that family, darker for
   simpler classes;
 - `algo` (of a maths file): the node's algorithm purposes (`A5.SA`, `OPR`, ...), one per line, coloured by
   their count.
+Wide models stay legible: every useful position gets its own 0.8 in column (a d20 model has 64 positions, a map
+of all of them is about 55 in = 5,500 px wide), and colour bars with many counts label every few.
 The pictures are deterministic: the same records give the same SVG and PNG bytes (fixed SVG ids and hash
 salt, no date), so publishing skips unchanged maps. Display only: nothing here changes the JSON.
 """
 
 from __future__ import annotations
 
+import re
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from analysis.impact import parse_impact
+from arith.errors import InputError
 from arith.vocab import Layout
 
 VIEWS = ("fail", "impact", "attention", "add", "sub", "neg")  # of a behaviour file; a maths file has "algo"
@@ -45,6 +50,7 @@ TITLES = {
 FORMATS = (".svg", ".png")
 DPI = 100
 MIN_WIDTH_IN = 8.0  # 800 px at DPI: the smallest map is legible
+MAX_TICKS = 12  # colour-bar labels at most
 SVG_RC = {"svg.hashsalt": "varith-quanta", "svg.id": "quanta", "svg.fonttype": "path"}
 
 
@@ -62,12 +68,40 @@ def _tags(record: dict, major: str) -> list[str]:
     return [t.split(":", 1)[1] for t in record["tags"] if t.split(":", 1)[0] == major]
 
 
+def impact_count(minor: str) -> int:
+    """How many answer digits an Impact tag's minor part names (either grammar, analysis/impact.py)."""
+    try:
+        return len(parse_impact(minor))
+    except InputError:
+        return max(0, len(minor) - 1)
+
+
 def compress_impact(minor: str) -> str:
-    """`A76543` -> `A7..3` (digits running down by one and longer than 3 characters); others unchanged."""
-    digits = minor[1:]
-    if len(minor) > 3 and all(int(a) - int(b) == 1 for a, b in zip(digits, digits[1:], strict=False)):
+    """`A76543` -> `A7..3`, `A[13][12][11][10]98` -> `A13..8` (three or more digits running down by one);
+    others unchanged."""
+    try:
+        digits = parse_impact(minor)
+    except InputError:
+        return minor
+    if len(digits) > 2 and all(a - b == 1 for a, b in zip(digits, digits[1:], strict=False)):
         return f"A{digits[0]}..{digits[-1]}"
     return minor
+
+
+CELL_CHARS = 12  # characters of 8-point text that fit a 0.8 in column
+
+
+def wrap_impact(text: str, width: int = CELL_CHARS) -> str:
+    """An impact cell's text on lines of at most `width` characters, broken between digits only
+    (`A[20][18][16][14]9` -> `A[20][18]` / `[16][14]9`); short texts unchanged."""
+    if len(text) <= width:
+        return text
+    lines = [""]
+    for item in re.findall(r"\[\d+\]|\.\.|.", text):
+        if lines[-1] and len(lines[-1]) + len(item) > width:
+            lines.append("")
+        lines[-1] += item
+    return "\n".join(lines)
 
 
 def cell(record: dict, view: str) -> tuple[str, float] | None:
@@ -83,7 +117,7 @@ def cell(record: dict, view: str) -> tuple[str, float] | None:
         vals = sorted(_tags(record, "Impact"), key=len)
         if not vals:
             return None
-        return compress_impact(vals[0]), float(len(vals[0]) - 1)
+        return wrap_impact(compress_impact(vals[0])), float(impact_count(vals[0]))
     if view == "attention":
         pairs = []
         for t in _tags(record, "Attn"):
@@ -139,11 +173,13 @@ def scale(view: str, n_digits: int) -> Scale:
         )
     if view == "impact":
         counts = tuple(range(n_digits + 3))
+        every = -(-len(counts) // MAX_TICKS)  # label every few counts on a long bar (a d20 model counts 0..22)
         return Scale(
             "answer digits changed (count)",
             tuple(c - 0.5 for c in (*counts, counts[-1] + 1)),
-            "Cell: the answer digits the node's ablation changes (A7..4: A7 down to A4; A alone: the sign).",
-            tuple(float(c) for c in counts),
+            "Cell: the answer digits the node's ablation changes (A7..4: A7 down to A4; A alone: the sign; "
+            "A[13]5: A13 and A5).",
+            tuple(float(c) for c in counts[::every]),
         )
     if view == "algo":
         counts = (1, 2, 3)

@@ -262,8 +262,89 @@ def format_pair(main: ModelName, insert: ModelName | None) -> str:
     return main.format() if insert is None else f"{main.format()},{insert.format()}"
 
 
-# The 13 names listed in the reference's hugging_models.md (F1.2).
-PUBLISHED = (
+# The zoo as published today (upstream spec 14.2; docs/reference_facts.md F1.2 lists the 2024 subset): 53 models
+# from 5 to 20 digits, by family (add, sub, mix from scratch, ins) in the spec's order. jobs/catalog.toml lists the
+# same names in the same order, with the publisher's notes; this module owns the names and the insert pairings.
+ZOO_ADD = (
+    "add_d5_l1_h3_t15K_s372001",
+    "add_d5_l1_h3_t30K_s372001",
+    "add_d5_l2_h3_t15K_s372001",
+    "add_d5_l2_h3_t40K_s372001",
+    "add_d6_l2_h3_t15K_s372001",
+    "add_d6_l2_h3_t20K_s173289",
+    "add_d6_l2_h3_t20K_s572091",
+    "add_d6_l2_h3_t40K_s372001",
+    "add_d7_l2_h3_t45K_s173289",
+    "add_d8_l2_h3_t45K_s173289",
+    "add_d9_l2_h3_t45K_s173289",
+    "add_d10_l2_h3_t40K_s572091",
+    "add_d10_l2_h3_t40K_gf_s572091",
+    "add_d11_l2_h3_t50K_s572091",
+    "add_d12_l2_h3_t50K_s572091",
+    "add_d13_l2_h3_t50K_s572091",
+    "add_d14_l2_h3_t60K_s572091",
+    "add_d15_l2_h3_t80K_s572091",
+    "add_d20_l2_h3_t80K_s572091",
+)
+ZOO_SUB = (
+    "sub_d5_l2_h3_t30K_s372001",
+    "sub_d6_l2_h3_t30K_s372001",
+    "sub_d6_l2_h3_t30K_s572091",
+    "sub_d8_l2_h3_t50K_s173289",
+    "sub_d8_l2_h3_t50K_s371793",
+    "sub_d10_l2_h3_t75K_s173289",
+    "sub_d10_l2_h3_t75K_gf_s173289",
+    "sub_d12_l2_h3_t75K_s371793",
+)
+ZOO_MIX = (
+    "mix_d5_l3_h4_t40K_s372001",
+    "mix_d6_l3_h4_t40K_s372001",
+    "mix_d7_l3_h4_t50K_s372001",
+    "mix_d8_l3_h4_t60K_s173289",
+    "mix_d9_l3_h4_t60K_s173289",
+    "mix_d10_l3_h4_t75K_s173289",
+    "mix_d10_l3_h4_t75K_gf_s173289",
+    "mix_d11_l3_h4_t80K_s572091",
+    "mix_d12_l3_h4_t85K_s572091",
+    "mix_d13_l3_h4_t85K_s572091",
+)
+
+# The addition model each published ins* model starts from (spec 14.2: the training notebook QMTrain's model
+# picker; docs/reference_facts.md F11 for the d6 ones), in the spec's order. PICKER_CHOICE marks the three for which
+# the picker's rule changed: from 2024-06-10 it names add_d6_l2_h3_t20K_s173289 (the pairing used here), but when
+# these three were first trained (April-May 2024) the rule was "the same seed as the ins model", i.e.
+# add_d6_l2_h3_t20K_s572091. A real file's Config `insert_training_seed` settles it for that file.
+DEFAULT_INSERT = "add_d6_l2_h3_t15K_s372001"
+PICKER_INSERT = "add_d6_l2_h3_t20K_s173289"
+SAME_SEED_INSERT = "add_d6_l2_h3_t20K_s572091"
+INSERT_OF = {
+    "ins1_mix_d5_l2_h3_t40K_s572091": "add_d5_l2_h3_t15K_s372001",
+    "ins1_mix_d6_l2_h3_t40K_s572091": PICKER_INSERT,
+    "ins1_mix_d6_l3_h3_t40K_s572091": PICKER_INSERT,
+    "ins1_mix_d6_l3_h3_t80K_s572091": "add_d6_l2_h3_t40K_s372001",
+    "ins1_mix_d6_l3_h4_t40K_s173289": PICKER_INSERT,
+    "ins1_mix_d6_l3_h4_t40K_s372001": DEFAULT_INSERT,
+    "ins1_mix_d6_l3_h4_t50K_s572091": PICKER_INSERT,
+    "ins1_mix_d7_l3_h4_t50K_s572091": "add_d7_l2_h3_t45K_s173289",
+    "ins1_mix_d8_l3_h4_t70K_s572091": "add_d8_l2_h3_t45K_s173289",
+    "ins1_mix_d9_l3_h4_t70K_s572091": "add_d9_l2_h3_t45K_s173289",
+    "ins1_mix_d10_l3_h3_t50K_s572091": "add_d10_l2_h3_t40K_s572091",
+    "ins1_mix_d10_l3_h3_t50K_gf_s572091": "add_d10_l2_h3_t40K_gf_s572091",
+    "ins1_mix_d11_l3_h4_t75K_s572091": "add_d11_l2_h3_t50K_s572091",
+    "ins1_mix_d12_l3_h4_t85K_s572091": "add_d12_l2_h3_t50K_s572091",
+    "ins2_mix_d6_l4_h4_t40K_s372001": DEFAULT_INSERT,
+    "ins3_mix_d6_l4_h3_t40K_s372001": DEFAULT_INSERT,
+}
+PICKER_CHOICE = frozenset(
+    ("ins1_mix_d6_l2_h3_t40K_s572091", "ins1_mix_d6_l3_h3_t40K_s572091", "ins1_mix_d6_l3_h4_t50K_s572091")
+)
+ZOO_INS = tuple(INSERT_OF)
+ZOO = ZOO_ADD + ZOO_SUB + ZOO_MIX + ZOO_INS
+# The published models: the whole zoo (jobs/catalog.toml lists exactly these, in this order).
+PUBLISHED = ZOO
+
+# The 13 names of the reference's 2024 model list hugging_models.md (F1.2), a subset of the zoo.
+PUBLISHED_2024 = (
     "add_d5_l1_h3_t30K_s372001",
     "add_d5_l2_h3_t15K_s372001",
     "add_d6_l2_h3_t15K_s372001",
@@ -278,15 +359,6 @@ PUBLISHED = (
     "ins2_mix_d6_l4_h4_t40K_s372001",
     "ins3_mix_d6_l4_h3_t40K_s372001",
 )
-
-# The addition model whose weights each published ins* model was initialised with.
-# The published model list (F1.2) states it only for ins1_mix_d6_l3_h4_t40K_s372001 (VT README:
-# add_d6_l2_h3_t15K_s372001). For the others that list says only "initialised with (6-digit) addition model"; the
-# reference parser's insert defaults (2 layers, 3 heads, 15000 steps, seed 372001) describe that same
-# model, so it is used for all of them. The training notebook's model picker (F11) names
-# add_d6_l2_h3_t20K_s173289 for three of them instead; jobs/catalog.toml follows the picker.
-DEFAULT_INSERT = "add_d6_l2_h3_t15K_s372001"
-INSERT_OF = {name: DEFAULT_INSERT for name in PUBLISHED if name.startswith("ins")}
 
 
 def default_insert(main: ModelName) -> ModelName:

@@ -218,13 +218,19 @@ class _Progress:
 
 
 class _GrokFast:
-    """Reference: the EMA state is dropped every step, so gradients are simply scaled by (1+lamb).
-    With fixes: a real EMA filter g += lamb * ema(g), its state checkpointed."""
+    """GrokFast's EMA gradient filter (alpha 0.98, lambda 2.0; docs/reference_facts.md F5.2, spec 14.3).
+
+    The filter (grokfast's `gradfilter_ema`): ema = alpha * ema + (1 - alpha) * g, then g += lambda * ema, the
+    ema starting from the first step's gradient. Reference (default): the caller never keeps the returned ema, so
+    every step starts afresh (ema = g) and the gradient is only scaled by 1 + lambda = 3. With `fixes`: the real
+    filter, its state kept across steps and in checkpoints (first step: ema = g, so g becomes 3g as in the
+    reference; later steps add lambda times the slow average)."""
 
     def __init__(self, params, fixes: bool):
         self.params = [p for p in params if p.requires_grad]
         self.fixes = fixes
         self.ema = [torch.zeros_like(p) for p in self.params] if fixes else []
+        self.started = False
 
     @torch.no_grad()
     def apply(self):
@@ -233,15 +239,21 @@ class _GrokFast:
                 p.grad.mul_(1.0 + GROKFAST_LAMB)
             return
         for p, e in zip(self.params, self.ema, strict=True):
-            e.mul_(GROKFAST_ALPHA).add_(p.grad, alpha=1 - GROKFAST_ALPHA)
+            if self.started:
+                e.mul_(GROKFAST_ALPHA).add_(p.grad, alpha=1 - GROKFAST_ALPHA)
+            else:
+                e.copy_(p.grad)  # grokfast's gradfilter_ema(grads=None) starts from the current gradient
             p.grad.add_(e, alpha=GROKFAST_LAMB)
+        self.started = True
 
     def state_dict(self):
-        return {"ema": [e.cpu() for e in self.ema]}
+        return {"ema": [e.cpu() for e in self.ema], "started": self.started}
 
     def load_state_dict(self, sd):
         for e, s in zip(self.ema, sd["ema"], strict=True):
             e.copy_(s)
+        # checkpoints written before the flag existed started from zeros and are past their first step
+        self.started = bool(sd.get("started", True))
 
 
 def init_seed(seed: int) -> int:

@@ -130,12 +130,32 @@ def answer_digits(x: np.ndarray, y: np.ndarray, op: np.ndarray) -> tuple[np.ndar
 
 
 def int_to_digits(values: np.ndarray, width: int) -> np.ndarray:
-    """Non-negative int64 values -> digit grid [N, width], most significant first."""
+    """Non-negative int64 values -> digit grid [N, width], most significant first.
+
+    Any width works (up to MAX_DIGITS and beyond): an int64 has at most 19 digits, so the columns above the
+    19th are zeros (a d20 grid of a hand-picked pair is left-zero-padded like any other)."""
     values = np.asarray(values, dtype=np.int64)
-    if width > 18:
-        raise InputError("integer conversion supports at most 18 digits; use digit grids")
-    pows = 10 ** np.arange(width - 1, -1, -1, dtype=np.int64)
-    return ((values[:, None] // pows) % 10).astype(np.uint8)
+    if values.size and values.min() < 0:
+        raise InputError("integer conversion takes non-negative values only")
+    used = min(width, 19)  # 10**18 <= int64 max < 10**19; uint64 holds 10**18 as the top power
+    pows = 10 ** np.arange(used - 1, -1, -1, dtype=np.uint64)
+    out = np.zeros((values.shape[0], width), dtype=np.uint8)
+    out[:, width - used :] = ((values.astype(np.uint64)[:, None] // pows) % np.uint64(10)).astype(np.uint8)
+    return out
+
+
+def ints_to_digits(values, width: int) -> np.ndarray:
+    """Python integers of any size (0 <= v < 10**width) -> digit grid [N, width], most significant first.
+
+    For a few fixed questions whose operands exceed int64 (the algorithm search's repeated digits: rep(9, 20) is
+    99999999999999999999); bulk questions are drawn as digit grids and never pass through integers."""
+    values = [int(v) for v in values]
+    if any(v < 0 or v >= 10**width for v in values):
+        raise InputError(f"operands must lie in 0 .. 10^{width} - 1")
+    if not values:
+        return np.zeros((0, width), np.uint8)
+    text = "".join(str(v).rjust(width, "0") for v in values)
+    return (np.frombuffer(text.encode(), dtype=np.uint8) - ord("0")).reshape(len(values), width)
 
 
 def digits_to_int(digits: np.ndarray) -> np.ndarray:

@@ -11,6 +11,7 @@ MODULES = (
     "bench.bench_algo",
     "bench.bench_precision",
     "bench.bench_gpu",
+    "bench.bench_shapes",
 )
 
 for name in MODULES if len(sys.argv) < 2 else sys.argv[1:]:

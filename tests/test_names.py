@@ -7,16 +7,40 @@ import dataclasses
 import pytest
 
 from arith.errors import InputError
-from arith.names import DEFAULT_INSERT, INSERT_OF, PUBLISHED, ModelName, format_pair, parse_name, parse_pair
+from arith.names import (
+    DEFAULT_INSERT,
+    INSERT_OF,
+    PICKER_CHOICE,
+    PICKER_INSERT,
+    PUBLISHED,
+    PUBLISHED_2024,
+    ZOO,
+    ZOO_ADD,
+    ZOO_INS,
+    ZOO_MIX,
+    ZOO_SUB,
+    ModelName,
+    default_insert,
+    format_pair,
+    parse_name,
+    parse_pair,
+)
 
 
-def test_thirteen_published_names_round_trip():
-    assert len(PUBLISHED) == 13 and len(set(PUBLISHED)) == 13
-    for name in PUBLISHED:
+def test_the_53_zoo_names_round_trip():
+    assert PUBLISHED == ZOO and len(ZOO) == 53 and len(set(ZOO)) == 53
+    assert (len(ZOO_ADD), len(ZOO_SUB), len(ZOO_MIX), len(ZOO_INS)) == (19, 8, 10, 16)
+    assert len(PUBLISHED_2024) == 13 and set(PUBLISHED_2024) <= set(ZOO)
+    for name in ZOO:
         parsed = parse_name(name)
         assert parsed.format() == name
         assert str(parsed) == name
         assert parse_name(parsed.format()) == parsed
+        assert 5 <= parsed.n_digits <= 20 and 1 <= parsed.n_layers <= 4 and parsed.n_heads in (3, 4)
+    shapes = {(m.n_digits, m.n_layers, m.grokfast) for m in map(parse_name, ZOO)}
+    assert {(20, 2, False), (5, 1, False), (6, 4, False), (10, 2, True), (10, 3, True)} <= shapes
+    assert {parse_name(n).op for n in ZOO_ADD} == {"add"} and {parse_name(n).op for n in ZOO_SUB} == {"sub"}
+    assert all(parse_name(n).op == "mix" and parse_name(n).insert_mode == 0 for n in ZOO_MIX)
 
 
 def test_fields_of_the_main_focus_model():
@@ -169,10 +193,18 @@ def test_parse_pair_errors(text, message):
 
 
 def test_insert_of_published_ins_models():
-    ins = [n for n in PUBLISHED if n.startswith("ins")]
-    assert sorted(INSERT_OF) == sorted(ins) and len(ins) == 6
+    ins = [n for n in ZOO if n.startswith("ins")]
+    assert list(INSERT_OF) == ins == list(ZOO_INS) and len(ins) == 16
     assert INSERT_OF["ins1_mix_d6_l3_h4_t40K_s372001"] == "add_d6_l2_h3_t15K_s372001" == DEFAULT_INSERT
+    # the picker's pairings (spec 14.2, docs/reference_facts.md F11), the (*) three with the picker's choice
+    assert INSERT_OF["ins1_mix_d6_l3_h4_t40K_s173289"] == PICKER_INSERT == "add_d6_l2_h3_t20K_s173289"
+    assert {m for m, i in INSERT_OF.items() if i == PICKER_INSERT} == PICKER_CHOICE | {"ins1_mix_d6_l3_h4_t40K_s173289"}
+    assert INSERT_OF["ins1_mix_d10_l3_h3_t50K_gf_s572091"] == "add_d10_l2_h3_t40K_gf_s572091"
+    assert INSERT_OF["ins2_mix_d6_l4_h4_t40K_s372001"] == INSERT_OF["ins3_mix_d6_l4_h3_t40K_s372001"] == DEFAULT_INSERT
     for main, insert in INSERT_OF.items():
-        assert insert in PUBLISHED
+        assert insert in ZOO_ADD
         m, i = parse_pair(f"{main},{insert}")  # each pair is one the trainer accepts
         assert i.op == "add" and i.n_digits == m.n_digits
+        assert default_insert(m).format() == insert  # the one owner: a trainer given no insert model picks it
+    # outside the zoo: the reference parser's defaults, with the ins model's digits
+    assert default_insert(parse_name("ins1_mix_d12_l3_h4_t40K_s111111")).format() == "add_d12_l2_h3_t15K_s372001"
