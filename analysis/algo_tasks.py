@@ -19,12 +19,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from analysis.impact import NO_IMPACT as NO_IMPACT  # re-exported: analysis.algo reads at.NO_IMPACT
 from analysis.impact import PREFIX as IMPACT_PREFIX
 from analysis.impact import names_digit
 from arith.vocab import ADD, SUB
 
 MIN_ATTN_PERCENT = 10.0  # FilterAttention's intended threshold
-NO_IMPACT = "(none)"
 
 # test rules: what a test's intervened answer must satisfy
 EXACT = "exact"  # answer == expected and impact == expected impact (run_strong_intervention)

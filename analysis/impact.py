@@ -24,6 +24,9 @@ changed positions joined (`A13A11A5`), every character that is a digit kept once
 answer digits A10 and above this is wrong (A13 alone gives `A31`, A11 alone `A1`); for digits up to 9 both grammars
 give the same string.
 
+The impact of an intervention (the suffix of a weak Algo tag, `A5.ND.A5`) follows the same rules
+(`intervention_impact`), except that the reference keeps a pure-addition model's changed sign as a trailing `+`.
+
 `parse_impact` reads both: bracketed items are one digit each, bare characters one digit each, so a compat string
 reads as what it literally says (`A31` -> A3 and A1). Pure: no torch, no I/O.
 """
@@ -39,6 +42,7 @@ from arith.errors import InputError, clip
 from arith.vocab import Layout
 
 MAJOR = "Impact"
+NO_IMPACT = "(none)"  # an intervention that changed nothing
 PREFIX = "Impact:"
 _ITEMS = re.compile(r"(?:\[(?:[1-9]\d+)\]|\d)*")
 _ITEM = re.compile(r"\[(\d+)\]|(\d)")
@@ -113,3 +117,22 @@ def names_digit(text: str, digit: int, compat: bool) -> bool:
     if compat:
         return bool(digits) and digits[0] == digit
     return digit in digits
+
+
+def intervention_impact(changed: np.ndarray, layout: Layout, pure_add: bool, compat: bool = False) -> str:
+    """The impact of an intervention (the suffix of a weak Algo tag, `A5.ND.A5`; F8.1): the reference's
+    get_answer_impact, "A" and the changed positions' meanings with "A" dropped, characters sorted descending, so
+    a pure-addition model's sign shows as a trailing `+` (`A5+`); `(none)` when nothing changed.
+
+    Default: the digits in this module's grammar (`A[13]5`), then `+` for that sign: the same strings as the
+    reference's up to 8 digits. compat: the reference's string for any digit count, repeats kept (`A13` -> `A31`,
+    A13 and A11 -> `A3111`)."""
+    row = np.asarray(changed, dtype=bool)
+    if not row.any():
+        return NO_IMPACT
+    if compat:
+        names = layout.position_meanings(pure_add)[layout.answer_start :]
+        joined = "".join(nm for nm, hit in zip(names, row, strict=True) if hit).replace("A", "")
+        return "A" + "".join(sorted(joined, reverse=True))
+    sign = "+" if pure_add and row[0] else ""
+    return format_minor(impacted_digits(row, layout, pure_add)) + sign

@@ -19,8 +19,9 @@ import pytest
 import torch
 
 from analysis import algo_tasks
+from analysis.algo import impact_string
 from analysis.behavior import impact_tags
-from analysis.impact import format_minor, impact_tag, names_digit, parse_impact
+from analysis.impact import format_minor, impact_tag, intervention_impact, names_digit, parse_impact
 from analysis.quanta import cell, draw, scale
 from arith import complexity, scoring, suites, varied, verify
 from arith.errors import InputError
@@ -196,6 +197,24 @@ def test_impact_tags_are_the_references_up_to_8_digits():
         rows = np.array(list(itertools.product((False, True), repeat=n + 2)))
         for pure in (False, True):
             assert impact_tags(rows, layout, pure) == impact_tags(rows, layout, pure, compat=True)
+
+
+def test_intervention_impacts_both_ways():
+    for n in (2, 6, 8):  # every row: the reference's strings up to 8 digits
+        layout = Layout(n)
+        for row in itertools.product((False, True), repeat=n + 2):
+            for pure in (False, True):
+                ref = impact_string(np.array(row), layout, pure)
+                assert intervention_impact(np.array(row), layout, pure) == ref
+                assert intervention_impact(np.array(row), layout, pure, compat=True) == ref
+    layout = Layout(12)
+    row = _hit(layout, [13, 11])
+    assert intervention_impact(row, layout, False) == "A[13][11]"
+    assert (
+        intervention_impact(row, layout, False, compat=True) == impact_string(row, layout, False) == "A3111"
+    )  # not deduplicated
+    assert intervention_impact(_hit(layout, [10], sign=True), layout, True) == "A[10]+"
+    assert intervention_impact(_hit(layout, []), layout, False) == "(none)"
 
 
 def test_the_algorithm_filters_read_both_grammars():
