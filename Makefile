@@ -37,7 +37,8 @@ test: setup
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 bench: setup
-	$(BIN)/python -m bench
+	mkdir -p bench/out
+	set -o pipefail; $(BIN)/python -m bench | tee bench/out/bench.jsonl
 
 sweep: setup
 	$(BIN)/varith sweep --seeds $(SEEDS) --archs $(ARCHS) --cluster $(CLUSTER) --runs-dir $(RUNS) $(if $(PROFILE),--profile $(PROFILE),) $(SWEEP_ARGS)

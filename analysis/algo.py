@@ -25,8 +25,9 @@ import torch
 
 from analysis import algo_tasks as at
 from analysis.ablate import Node
+from analysis.impact import NO_IMPACT, intervention_impact
 from arith.model import Patch, Transformer, patches
-from arith.vocab import ADD, SUB, Layout, encode, int_to_digits, string_to_tokens
+from arith.vocab import ADD, SUB, Layout, encode, ints_to_digits, string_to_tokens
 
 ROWS = 4096  # rows per intervention forward
 
@@ -111,12 +112,12 @@ def plan(records: list[dict], tasks: tuple[at.Task, ...], n: int, compat: bool) 
 
 def question_tokens(pairs: list[tuple[int, int]], op: int, n: int) -> torch.Tensor:
     """Teacher-forced token rows [len(pairs), 3n+4] of questions a op b (operands 0 <= a, b < 10^n)."""
-    a = np.array([p[0] for p in pairs], dtype=np.int64)
-    b = np.array([p[1] for p in pairs], dtype=np.int64)
-    if len(a) and (a.min() < 0 or b.min() < 0 or a.max() >= 10**n or b.max() >= 10**n):
+    a = [int(p[0]) for p in pairs]  # Python integers: rep(9, 20) does not fit an int64
+    b = [int(p[1]) for p in pairs]
+    if any(v < 0 or v >= 10**n for v in (*a, *b)):
         raise ValueError("operands must lie in 0 .. 10^n - 1")
     ops = np.full(len(a), op, dtype=np.uint8)
-    return torch.from_numpy(encode(int_to_digits(a, n), int_to_digits(b, n), ops)).long()
+    return torch.from_numpy(encode(ints_to_digits(a, n), ints_to_digits(b, n), ops)).long()
 
 
 @dataclass(frozen=True)
@@ -204,14 +205,6 @@ def intervened_answer_plain(
 # ------------------------------------------------------------------------------------------------ pass rules
 
 
-def impact_string(changed: np.ndarray, layout: Layout, pure_add: bool) -> str:
-    """The reference's get_answer_impact: the changed answer positions' meanings, "A" dropped, characters
-    sorted descending, "A" in front (`A65`; the sign is A{n+1}, or "+" in a pure-addition model); `(none)`."""
-    names = layout.position_meanings(pure_add)[layout.answer_start :]
-    joined = "".join(nm for nm, hit in zip(names, changed, strict=True) if hit).replace("A", "")
-    return "A" + "".join(sorted(joined, reverse=True)) if joined else at.NO_IMPACT
-
-
 @dataclass(frozen=True)
 class Outcomes:
     """Per trial row: `ok` (its test's rule holds), `impact_ok` (the impact is the expected one), `changed`
@@ -261,9 +254,10 @@ class UnitResults:
     impact: list[str] = field(default_factory=list)
 
 
-def unit_results(tp: TaskPlan, pred: np.ndarray, n: int, pure_add: bool) -> UnitResults:
+def unit_results(tp: TaskPlan, pred: np.ndarray, n: int, pure_add: bool, compat: bool = False) -> UnitResults:
     """Combine the trial rows of each unit: strong = every test passes; weak (SA, MD, ND) = every test's
-    impact is the expected one; the weak tag's suffix is the last test's intervened impact."""
+    impact is the expected one; the weak tag's suffix is the last test's intervened impact
+    (analysis.impact.intervention_impact: the reference's string with `compat`, else its grammar's)."""
     task = tp.task
     U = len(tp.units)
     unit = np.asarray(tp.unit, np.int64)
@@ -275,7 +269,9 @@ def unit_results(tp: TaskPlan, pred: np.ndarray, n: int, pure_add: bool) -> Unit
     last = np.full(U, -1, np.int64)
     last[unit] = np.arange(len(unit))  # rows are in test order within a unit: the last write wins
     layout = Layout(n)
-    impact = [impact_string(oc.changed[r], layout, pure_add) if r >= 0 else at.NO_IMPACT for r in last.tolist()]
+    impact = [
+        intervention_impact(oc.changed[r], layout, pure_add, compat) if r >= 0 else NO_IMPACT for r in last.tolist()
+    ]
     return UnitResults(strong, weak if task.weak else np.zeros(U, bool), impact)
 
 
@@ -343,7 +339,7 @@ def run_search(
     plans = plan(records, tasks, n, compat)
     layout = Layout(n)
     nodes = [record_node(r) for r in records]
-    results = {tp.code: unit_results(tp, task_answers(model, layout, tp, nodes), n, pure_add) for tp in plans}
+    results = {tp.code: unit_results(tp, task_answers(model, layout, tp, nodes), n, pure_add, compat) for tp in plans}
     return search(records, tasks, plans, results, n, compat)
 
 

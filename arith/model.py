@@ -62,6 +62,14 @@ class ModelShape:
             d_mlp=4 * d_model if d_mlp is None else d_mlp,
         )
 
+    def forward_flops(self, n_answer: int | None = None) -> float:
+        """Multiply-add FLOPs (x2) of one forward over one sequence of n_ctx tokens; with `n_answer`, the
+        unembedding counted only at the answer-predicting positions (the scoring path)."""
+        P, d, h, dh, m, v = self.n_ctx, self.d_model, self.n_heads, self.d_head, self.d_mlp, self.d_vocab
+        per_layer = 2 * P * d * 3 * h * dh + 2 * 2 * h * P * P * dh + 2 * P * h * dh * d + 2 * 2 * P * d * m
+        unembed = 2 * (n_answer if n_answer is not None else P) * d * v
+        return float(self.n_layers * per_layer + unembed)
+
     @property
     def init_std(self) -> float:
         """TransformerLens's gpt2 init: every W_* ~ Normal(0, 0.8/sqrt(d_model)); biases 0; LN weight 1."""

@@ -19,14 +19,8 @@ def emit(figure: str, value, unit: str, **context) -> None:
 
 
 def forward_flops(shape: ModelShape, n_answer: int | None = None) -> float:
-    """Multiply-add FLOPs (x2) of one forward over one sequence of n_ctx tokens.
-
-    With `n_answer`, the unembedding is counted only at the answer-predicting positions (the scoring path).
-    """
-    P, d, h, dh, m, v = shape.n_ctx, shape.d_model, shape.n_heads, shape.d_head, shape.d_mlp, shape.d_vocab
-    per_layer = 2 * P * d * 3 * h * dh + 2 * 2 * h * P * P * dh + 2 * P * h * dh * d + 2 * 2 * P * d * m
-    unembed = 2 * (n_answer if n_answer is not None else P) * d * v
-    return float(shape.n_layers * per_layer + unembed)
+    """Multiply-add FLOPs (x2) of one forward over one sequence (arith.model.ModelShape.forward_flops)."""
+    return shape.forward_flops(n_answer)
 
 
 def matmul_flops_per_s(

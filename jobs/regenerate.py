@@ -42,12 +42,28 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default="runs/regenerated",
         help="output folder: OUT/runs/<name>/, OUT/hub/<name>/ (default: runs/regenerated)",
     )
+    p.add_argument(
+        "--layout",
+        choices=("flat", "per-model", "both"),
+        default="flat",
+        help="hub folders: flat (OUT/hub/<name>/: <name>.pth, <name>_train.json, ...), per-model "
+        "(OUT/hub/QuantaMaths_<name>/: model.pth, training_loss.json, behaviors.json, features.json, ...) or both",
+    )
     p.add_argument("--catalog", help="catalog TOML (default: the one in the package)")
     p.add_argument("--steps", type=int, help="override the recipe's training steps (the names are rewritten)")
     p.add_argument("--questions", type=int, help="override the recipe's verification questions per operation")
     p.add_argument("--retries", type=int, default=1, help="retrain a failed training run up to N times (default 1)")
     p.add_argument("--device", default="auto", help="device of the analysis stages: auto, cpu, cuda")
-    p.add_argument("--dry-run", action="store_true", help="print every model, its stages and dependencies; run nothing")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print every model, its stages, dependencies and the compute they take; run nothing",
+    )
+    p.add_argument(
+        "--rates",
+        help="with --dry-run: the JSON lines of `make bench` (on the cluster's GPU) to turn steps and questions "
+        "into hours (make bench keeps its last output in bench/out/bench.jsonl)",
+    )
 
 
 def _split(values) -> list[str]:
@@ -66,12 +82,14 @@ def run(args: argparse.Namespace) -> int:
         recipe = replace(recipe, questions=rg.positive_int(args.questions, "--questions"))
     if args.retries < 0:
         raise InputError("--retries must be >= 0")
-    opts = rg.Options(Path(args.out), recipe, args.cluster, args.profile, args.retries, args.device)
+    opts = rg.Options(Path(args.out), recipe, args.cluster, args.profile, args.retries, args.device, layout=args.layout)
     opts = replace(opts, command=rg.reproduce_command(opts, base, args.catalog))
     rg.options_check(opts)
     steps = rg.plan(catalog, recipe, _split(args.models) or None)
     if args.dry_run:
-        print(rg.dry_run_text(steps, opts))
+        from jobs.stages.estimate import Rates
+
+        print(rg.dry_run_text(steps, opts, rates=Rates.read(args.rates) if args.rates else None))
         return 0
     require_writable_dir(opts.out, "--out")
     report = rg.regenerate(steps, opts)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -51,7 +52,7 @@ def test_catalog_is_the_published_list_with_the_insert_models_of_spec_13():
         assert inserts[name] == "add_d6_l2_h3_t20K_s173289"
     assert all(e.note for e in catalog.models)
     tiny = catalog.recipe("tiny")
-    assert tiny.steps and dict(tiny.train)["d_model"] == 32 and dict(tiny.train)["d_head"] == 8
+    assert tiny.step_fraction == 0.01 and dict(tiny.train)["d_model"] == 32 and dict(tiny.train)["d_head"] == 8
     assert catalog.recipe("full").questions == 1_000_000
 
 
@@ -59,14 +60,21 @@ def test_plan_puts_insert_models_first_and_keeps_the_name_shape():
     catalog = rg.read_catalog()
     steps = rg.plan(catalog, catalog.recipe("tiny"), ["ins1_mix_d6_l3_h3_t40K_s572091"])
     assert [s.source for s in steps] == ["add_d6_l2_h3_t20K_s173289", "ins1_mix_d6_l3_h3_t40K_s572091"]
-    assert [s.name for s in steps] == ["add_d6_l2_h3_t300_s173289", "ins1_mix_d6_l3_h3_t300_s572091"]
+    # the tiny recipe scales each step count (t20K -> t200, t40K -> t400): distinct names stay distinct
+    assert [s.name for s in steps] == ["add_d6_l2_h3_t200_s173289", "ins1_mix_d6_l3_h3_t400_s572091"]
+    assert steps[1].arch == "ins1_mix_d6_l3_h3_t400,add_d6_l2_h3_t200_s173289"
     assert steps[1].insert == steps[0].name
     # an insert model that is not in the catalog is trained first, with only what the ins model needs of it
     lone = rg.Catalog((rg.Entry(INS, "n", "add_d6_l2_h3_t20K_s111111"),), catalog.recipes)
     first, main_step = rg.plan(lone, lone.recipe("full"))
     assert not first.published and first.stages == rg.INSERT_STAGES and main_step.stages == rg.STAGES
     full = rg.plan(catalog, catalog.recipe("full"))
-    assert len(full) == 13 and [s.name for s in full] == [s.source for s in full]
+    assert len(full) == len(PUBLISHED) == 53 and [s.name for s in full] == [s.source for s in full]
+    tiny = rg.plan(catalog, catalog.recipe("tiny"))
+    assert len({s.name for s in tiny}) == 53  # add_d5_l1_h3 t15K and t30K: t150 and t300
+    # one step count for every model (--steps) makes two of them one run: refused, naming both
+    with pytest.raises(rg.InputError, match="add_d5_l1_h3_t15K_s372001 and add_d5_l1_h3_t30K_s372001 share"):
+        rg.plan(catalog, replace(catalog.recipe("tiny"), steps=40))
     pos = {s.source: i for i, s in enumerate(full)}
     assert all(pos[s.insert_source] < pos[s.source] for s in full if s.insert_source)
     with pytest.raises(rg.InputError, match="not in the catalog"):
@@ -77,11 +85,11 @@ def test_models_takes_the_run_names_regenerate_prints(tmp_path, capsys):
     catalog = rg.read_catalog()
     tiny = catalog.recipe("tiny")
     by_catalog = rg.plan(catalog, tiny, ["ins1_mix_d6_l3_h3_t40K_s572091"])
-    by_run_name = rg.plan(catalog, tiny, ["ins1_mix_d6_l3_h3_t300_s572091"])
+    by_run_name = rg.plan(catalog, tiny, ["ins1_mix_d6_l3_h3_t400_s572091"])
     assert by_run_name == by_catalog
     assert main(["regenerate", "--scale", "tiny", "--out", str(tmp_path), "--models", ADD, "--dry-run"]) == 0
     printed = capsys.readouterr().out
-    assert "add_d6_l2_h3_t300_s372001 (for add_d6_l2_h3_t15K_s372001)" in printed
+    assert "add_d6_l2_h3_t150_s372001 (for add_d6_l2_h3_t15K_s372001)" in printed
     assert (
         main(
             [
@@ -91,7 +99,7 @@ def test_models_takes_the_run_names_regenerate_prints(tmp_path, capsys):
                 "--out",
                 str(tmp_path),
                 "--models",
-                "add_d6_l2_h3_t300_s372001",
+                "add_d6_l2_h3_t150_s372001",
                 "--dry-run",
             ]
         )
@@ -99,8 +107,8 @@ def test_models_takes_the_run_names_regenerate_prints(tmp_path, capsys):
     )
     assert capsys.readouterr().out == printed
     # a tiny name at full scale: one line that says which scale it belongs to
-    proc = varith("regenerate", "--models", "add_d6_l2_h3_t300_s372001", "--dry-run", cwd=tmp_path)
-    assert_one_line_error(proc, "add_d6_l2_h3_t300_s372001", "--scale tiny", ADD)
+    proc = varith("regenerate", "--models", "add_d6_l2_h3_t150_s372001", "--dry-run", cwd=tmp_path)
+    assert_one_line_error(proc, "add_d6_l2_h3_t150_s372001", "--scale tiny", ADD)
 
 
 def test_a_stage_is_redone_when_a_stage_it_reads_finished_after_it(tmp_path):
@@ -144,7 +152,15 @@ def test_dry_run_prints_every_model_its_stages_dependencies_and_where(tmp_path, 
     for name in PUBLISHED:
         assert f"\n{name}\n" in out
     assert "after: add_d6_l2_h3_t20K_s173289 (weights and behaviour file)" in out
-    assert out.count("  train  local job (submitit)") == 13 and out.count("  hub    this process") == 13
+    assert out.count("  train  local job (submitit)") == 53 and out.count("  hub    this process") == 53
+    assert "# compute: " in out and "--rates FILE" in out  # the compute the plan takes
+    bench_lines = tmp_path / "bench.jsonl"
+    bench_lines.write_text('{"figure": "training_steps_d6", "value": 10.0, "unit": "steps/s"}\n')
+    argv = ["regenerate", "--models", ADD, "--rates", str(bench_lines), "--dry-run"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "  train  local job (submitit), 15,000 steps, 0.42 h" in out  # 15,000 steps at 10 steps/s
+    assert "verify local Dask cluster, 1,000,000 questions\n" in out  # no verification rate given
     assert not (tmp_path / "o").exists()
     assert main(["regenerate", "--cluster", "slurm", "--dry-run"]) == 2  # needs --profile
     assert "--profile" in capsys.readouterr().err

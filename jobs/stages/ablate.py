@@ -416,7 +416,16 @@ def reduce_store(job: Job, settings: Settings) -> list[dict]:
     answers = encode(x[kept], y[kept], op[kept])[:, m.layout.answer_start :]
     wrong = pred != answers[None]
     codes = complexity.classify(x[kept], y[kept], op[kept])
-    records = behavior_records(nodes, failed, wrong, codes, mdata["attention"][0], m.layout, m.pure_add)
+    records = behavior_records(
+        nodes,
+        failed,
+        wrong,
+        codes,
+        mdata["attention"][0],
+        m.layout,
+        m.pure_add,
+        compat=settings.rule is MeanRule.COMPAT,
+    )
     if settings.pca:
         from analysis.pca import tag
 

@@ -29,12 +29,12 @@ from typing import ClassVar
 
 import numpy as np
 
+from analysis.ablation import CHUNK  # questions per survey / position / node block (one definition)
 from arith.model import ModelShape
 from arith.vocab import D_VOCAB
 from hpc.store import BlockGroup
 
 LAYOUT_VERSION = 1
-CHUNK = 512  # questions per survey / position / node block
 NODE_GROUPS_PER_BLOCK = 4  # (position, layer) groups of heads + MLP per node block
 GROUP = "ablate"
 

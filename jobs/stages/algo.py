@@ -225,7 +225,7 @@ def _reduce(job: Job, settings: Settings, group: st.TrialsGroup, tasks, plans) -
         ok = algo.outcomes(pred, tp.tests, np.asarray(tp.test, np.int64), tp.task.op, m.n_digits).ok
         if not np.array_equal(ok, data["passed"][k, : tp.n_trials].astype(bool)):
             bad[k] = "pass flags disagree with the answers"
-        results[tp.code] = algo.unit_results(tp, pred, m.n_digits, m.pure_add)
+        results[tp.code] = algo.unit_results(tp, pred, m.n_digits, m.pure_add, settings.compat)
     if bad:
         raise StoreDamage(group.location, bad)
     return algo.search(list(job.records), tasks, plans, results, m.n_digits, settings.compat)

@@ -12,7 +12,9 @@ published gets only the stages an ins* model needs of it: its weights and its be
     verify  random questions per trained operation (1M at full scale) -> <name>_accuracy.json
     ablate  node ablation (jobs.stages.ablate) -> <name>_behavior.json, sidecar, quanta maps
     algo    algorithm search (jobs.stages.algo) -> <name>_maths.json
-    hub     OUT/hub/<name>/: the published files flat, README.md (model card) and manifest.json
+    hub     OUT/hub/<name>/ (--layout flat: the published files flat) and/or OUT/hub/QuantaMaths_<name>/
+            (per-model: model.pth, training_loss.json, behaviors.json, features.json, ...), each with README.md
+            (the model card) and manifest.json
 
 On slurm the Dask stages farm their blocks over SLURM workers (the profile's [slurm] and [dask]); elsewhere
 they run in this process. On slurm and local, the models that need no other model's files are trained ahead,
@@ -34,7 +36,6 @@ from __future__ import annotations
 
 import json
 import shlex
-import shutil
 import time
 import tomllib
 from collections.abc import Sequence
@@ -66,7 +67,7 @@ TRAIN_BACKEND = {"slurm": "slurm", "local": "local", "none": "debug"}
 CLUSTERS = tuple(TRAIN_BACKEND)
 CATALOG = Path(__file__).resolve().parent.parent / "catalog.toml"
 _MODEL_KEYS = {"name", "note", "insert"}
-_RECIPE_KEYS = {"steps", "train", "questions"}
+_RECIPE_KEYS = {"steps", "step_fraction", "train", "questions"}
 
 
 # ------------------------------------------------------------------------------------------------ catalog
@@ -85,6 +86,15 @@ class Recipe:
     steps: int | None = None  # rewrites every name's step count (None: the names' own)
     train: tuple[tuple[str, Any], ...] = ()  # TrainConfig overrides
     questions: int = 1_000_000  # random verification questions per operation
+    step_fraction: float | None = None  # scales each name's step count (when `steps` is None)
+
+    def steps_of(self, name: str) -> int | None:
+        """The step count a catalog model trains for at this recipe (None: its name's own)."""
+        if self.steps is not None:
+            return self.steps
+        if self.step_fraction is not None:
+            return max(1, round(parse_name(name).steps * self.step_fraction))
+        return None
 
 
 @dataclass(frozen=True)
@@ -137,7 +147,12 @@ def read_catalog(path: str | Path | None = None) -> Catalog:
             raise InputError(f"catalog {path}: [recipe.{scale}] unknown training setting(s) {bad}")
         steps = positive_int(r["steps"], f"[recipe.{scale}] steps") if "steps" in r else None
         questions = positive_int(r.get("questions", 1_000_000), f"[recipe.{scale}] questions")
-        recipes.append(Recipe(scale, steps, tuple(sorted(train.items())), questions))
+        fraction = r.get("step_fraction")
+        if fraction is not None and (
+            not isinstance(fraction, int | float) or isinstance(fraction, bool) or not 0 < fraction <= 1
+        ):
+            raise InputError(f"catalog {path}: [recipe.{scale}] step_fraction must be in (0, 1], got {fraction!r}")
+        recipes.append(Recipe(scale, steps, tuple(sorted(train.items())), questions, fraction))
     if len({e.name for e in models}) != len(models):
         raise InputError(f"catalog {path}: a model is listed twice")
     return Catalog(tuple(models), tuple(recipes))
@@ -164,24 +179,19 @@ class Step:
 
     @property
     def arch(self) -> str:
-        """The sweep architecture of the model: its name without the seed, with its insert model's name."""
-        arch = self.source[: self.source.rindex("_s")]
-        return f"{arch},{self.insert_source}" if self.insert_source else arch
+        """The sweep architecture of the model at this scale: its run name (the step count in it) without the
+        seed, with its insert model's run name."""
+        arch = self.name[: self.name.rindex("_s")]
+        return f"{arch},{self.insert}" if self.insert else arch
 
 
 def _step(catalog: Catalog, source: str, recipe: Recipe, published: bool) -> Step:
     entry = catalog.entry(source) or Entry(source)
     seed = parse_name(source).seed
     arch = source[: source.rindex("_s")] + (f",{entry.insert}" if entry.insert else "")
-    main, insert = expand_arch(arch, seed, recipe.steps)
-    return Step(
-        main.format(),
-        source,
-        insert.format() if insert else None,
-        entry.insert,
-        entry.note,
-        published,
-    )
+    main, _insert = expand_arch(arch, seed, recipe.steps_of(source))  # (checks the pair)
+    insert = _step(catalog, entry.insert, recipe, False).name if entry.insert else None
+    return Step(main.format(), source, insert, entry.insert, entry.note, published)
 
 
 def run_names(catalog: Catalog, recipe: Recipe) -> dict[str, str]:
@@ -226,8 +236,14 @@ def plan(catalog: Catalog, recipe: Recipe, models: Sequence[str] | None = None) 
     for n in names:
         add(n, True)
     steps = list(out.values())
-    if len({s.name for s in steps}) != len(steps):
-        raise InputError("two models share one run name at this scale")
+    seen: dict[str, str] = {}
+    for s in steps:
+        if s.name in seen:
+            raise InputError(
+                f"{seen[s.name]} and {s.source} share the run name {s.name} at this scale (--steps gives every "
+                "model one step count: regenerate them in separate runs, or leave --steps out)"
+            )
+        seen[s.name] = s.source
     return steps
 
 
@@ -243,6 +259,7 @@ class Options:
     retries: int = 1
     device: str = "auto"
     command: str = ""  # the command that reproduces a model (in its card); {name} is the catalog name
+    layout: str = "flat"  # the hub folders: flat, per-model or both (jobs.stages.hub.layouts)
 
     @property
     def runs_dir(self) -> Path:
@@ -282,6 +299,9 @@ class Options:
 
 
 def options_check(opts: Options) -> None:
+    from jobs.stages.hub import layouts
+
+    layouts(opts.layout)
     if opts.cluster not in CLUSTERS:
         raise InputError(f"unknown cluster {opts.cluster!r} (expected {', '.join(CLUSTERS)})")
     from hpc.cluster import DASK_KINDS
@@ -431,7 +451,7 @@ class Stages:
             tuple(seeds),
             opts.runs_dir,
             overrides=opts.recipe.train,
-            steps=opts.recipe.steps,
+            steps=None,  # each step's arch holds its own step count (Step.arch)
             threads=settings.cpus_per_task,
         )
         folder = submitit_folder(opts.runs_dir, opts.train_backend)
@@ -530,49 +550,42 @@ class Stages:
         return [run.weights, run.behavior_json, run.maths_json, *run.quanta_maps("algo")]
 
     # -- hub
-    def hub_folder(self, step: Step) -> Path:
-        return self.opts.hub_dir / step.name
+    def hub_folders(self, step: Step) -> list[Path]:
+        """The model's hub folders, one per layout of --layout (`<name>/`, `QuantaMaths_<name>/`)."""
+        from jobs.stages.hub import folder_name, layouts
+
+        return [self.opts.hub_dir / folder_name(step.name, lay) for lay in layouts(self.opts.layout)]
 
     def done_hub(self, step: Step) -> bool:
-        """Its stamp checks out, the folder's manifest too, and the folder holds exactly the run's files to
-        publish (its quanta maps included), the same bytes, plus the card and the manifest."""
-        from jobs.stages.hub import CARD, MANIFEST, manifest_problem
+        """Its stamp checks out and every layout's folder is the run's, up to date: its manifest checks out and
+        it holds exactly the run's files to publish (quanta maps included), the same bytes, plus the card and
+        the manifest (jobs.stages.hub.folder_matches)."""
+        from jobs.stages.hub import folder_matches, layouts
 
         run = self.opts.run(step)
-        folder = self.hub_folder(step)
-        if not (stamp_ok(run, "hub") and folder.is_dir() and manifest_problem(folder) is None):
+        if not stamp_ok(run, "hub"):
             return False
-        sources = _hub_sources(run)
-        present = {p.name for p in folder.iterdir() if p.is_file()}
-        if present != {p.name for p in sources} | {CARD, MANIFEST}:
-            return False
-        listed = json.loads((folder / MANIFEST).read_text())["files"]
-        return all(listed[p.name]["sha256"] == sha256_file(p) for p in sources)
+        folders = zip(layouts(self.opts.layout), self.hub_folders(step), strict=True)
+        return all(folder_matches(run.path, folder, lay) for lay, folder in folders)
 
     def run_hub(self, step: Step) -> list[Path]:
-        from jobs.stages.hub import MANIFEST
+        from arith.manifest import MANIFEST
 
         run = self.opts.run(step)
-        folder = self.hub_folder(step)
-        build_hub_folder(run, step, self.opts, folder)
-        return [*_hub_sources(run), folder / MANIFEST]
+        folders = build_hub_folders(run, step, self.opts)
+        return [*_hub_sources(run), *(folder / MANIFEST for folder in folders)]
 
 
-def build_hub_folder(run: RunDir, step: Step, opts: Options, folder: Path) -> Path:
-    """The hub folder of a finished model, built beside its place and then moved there."""
+def build_hub_folders(run: RunDir, step: Step, opts: Options) -> list[Path]:
+    """The hub folders of a finished model in each layout of `opts.layout` (jobs.stages.hub.build_folders:
+    each built beside its place and then moved there), with the model card and the manifest."""
     from analysis.accuracy import read_reports
     from analysis.card import CardInput, model_card
-    from arith.files import atomic_write_bytes
-    from jobs.stages.hub import CARD, write_manifest
+    from arith.weights import read_train_json
+    from jobs.stages.hub import build_folders
 
-    tmp = folder.with_name(f".{folder.name}.building")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for src in _hub_sources(run):
-        shutil.copyfile(src, tmp / src.name)
     report = read_reports(run.accuracy_json)["random"]
-    train = json.loads(run.train_json.read_text())
-    config = train.get("Config", {}) if isinstance(train, dict) else {}
+    config = read_train_json(run.train_json).get("Config", {})
     behavior = json.loads(run.behavior_json.read_text())
     maths = json.loads(run.maths_json.read_text())
     command = opts.command.replace("{name}", step.source)
@@ -589,27 +602,26 @@ def build_hub_folder(run: RunDir, step: Step, opts: Options, folder: Path) -> Pa
         algo_nodes=sum(1 for r in maths if r["tags"]),
         command=command,
     )
-    atomic_write_bytes(tmp / CARD, model_card(card).encode())
     seeds = {"training": parse_name(run.name).seed, "verification": report["suite"].get("seed")}
     if config.get("analysis_seed") is not None:
         seeds["analysis"] = config["analysis_seed"]
-    write_manifest(
-        tmp,
-        run.name,
-        seeds,
+    return build_folders(
+        run.path,
+        opts.hub_dir,
+        opts.layout,
+        model=run.name,
+        card=model_card(card),
+        seeds=seeds,
         source=step.source,
         insert=step.insert,
         scale=opts.recipe.scale,
-        recipe={"steps": opts.recipe.steps, "train": dict(opts.recipe.train), "questions": opts.recipe.questions},
+        recipe={
+            "steps": opts.recipe.steps_of(step.source),
+            "train": dict(opts.recipe.train),
+            "questions": opts.recipe.questions,
+        },
         reproduce=command,
     )
-    old = folder.with_name(f".{folder.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if folder.exists():
-        folder.rename(old)
-    tmp.rename(folder)
-    shutil.rmtree(old, ignore_errors=True)
-    return folder
 
 
 # ------------------------------------------------------------------------------------------------ driver
@@ -719,28 +731,44 @@ def regenerate(steps: Sequence[Step], opts: Options, stages: Stages | None = Non
     return report
 
 
-def dry_run_text(steps: Sequence[Step], opts: Options, stages: Stages | None = None) -> str:
-    """Every model, its stages (with where each would run, or that it is done), its dependencies."""
+def dry_run_text(steps: Sequence[Step], opts: Options, stages: Stages | None = None, rates=None) -> str:
+    """Every model, its stages (with where each would run, or that it is done), its dependencies, and what it
+    will cost: training steps and verification questions, and hours at `rates` (jobs.stages.estimate.Rates)."""
+    from jobs.stages.estimate import model_cost, total_lines
+
     stages = stages or Stages(opts)
     r = opts.recipe
+    how_many = r.steps or (f"x{r.step_fraction:g} of each name's" if r.step_fraction else "as named")
     lines = [
         f"# varith regenerate (dry run): {len(steps)} model(s), scale {r.scale}, cluster {opts.cluster}, "
         f"out {opts.out}",
-        f"# recipe: steps {r.steps or 'as named'}, training {dict(r.train) or 'defaults'}, "
+        f"# recipe: steps {how_many}, training {dict(r.train) or 'defaults'}, "
         f"{r.questions:,} verification questions per operation",
     ]
     for group in ahead_groups(steps, opts, stages):
         lines.append(f"# trained ahead together, one sweep: {' '.join(s.name for s in group)}")
+    costs = []
     for step in steps:
         extra = "" if step.name == step.source else f" (for {step.source})"
         role = "" if step.published else " [insert model, not published: trained first]"
         lines.append(f"{step.name}{extra}{role}")
         if step.insert:
             lines.append(f"  after: {step.insert} (weights and behaviour file)")
+        done = {stage: getattr(stages, f"done_{stage}")(step) for stage in step.stages}
+        name = parse_name(step.name)
+        ops = sum(p > 0 for p in (name.perc_add, name.perc_sub, name.perc_mult))
+        verifies = "verify" in step.stages and not done["verify"]
+        cost = model_cost(step.name, r.questions if verifies else 0, ops, rates, train=not done["train"])
+        costs.append(cost)
         for stage in step.stages:
-            done = getattr(stages, f"done_{stage}")(step)
-            lines.append(f"  {stage:<6} {'skip (done and checked)' if done else opts.where(stage)}")
-    return "\n".join(lines)
+            what = "skip (done and checked)" if done[stage] else opts.where(stage)
+            if stage == "train" and not done[stage]:
+                what += f", {cost.steps:,} steps" + (f", {cost.train_h:.2f} h" if cost.train_h is not None else "")
+            if stage == "verify" and not done[stage]:
+                hours = f", {cost.verify_h:.2f} h" if cost.verify_h is not None else ""
+                what += f", {cost.questions:,} questions{hours}"
+            lines.append(f"  {stage:<6} {what}")
+    return "\n".join(lines + total_lines(costs, rates))
 
 
 def summary_text(report: Report) -> str:
@@ -770,6 +798,8 @@ def reproduce_command(opts: Options, catalog_recipe: Recipe | None = None, catal
         words += ["--catalog", catalog]
     if opts.device != "auto":
         words += ["--device", opts.device]
+    if opts.layout != "flat":
+        words += ["--layout", opts.layout]
     base = catalog_recipe or opts.recipe
     if opts.recipe.steps != base.steps:
         words += ["--steps", str(opts.recipe.steps)]
