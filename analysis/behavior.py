@@ -157,6 +157,31 @@ def load_records(path) -> list[dict]:
     return data
 
 
+def read_sidecar(behavior) -> dict:
+    """What a behaviour file's sidecar (`<name>_behavior.meta.json`, arith.names.sidecar_path) records: model,
+    mode, weights_sha256, questions, ...; {} when there is none or it is unreadable (a published behaviour file
+    has none). The one reader of the sidecar; `write_sidecar` is its writer."""
+    import json
+
+    from arith.names import sidecar_path
+
+    try:
+        meta = json.loads(sidecar_path(behavior).read_text())
+    except (OSError, ValueError):
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
+def write_sidecar(behavior, meta: dict):
+    """Write the behaviour file's sidecar (atomically); returns its path."""
+    from arith.files import atomic_write_json
+    from arith.names import sidecar_path
+
+    path = sidecar_path(behavior)
+    atomic_write_json(path, meta, indent=1)
+    return path
+
+
 def check_nodes_fit(records: list[dict], path, n_layers: int, n_heads: int, n_ctx: int) -> None:
     """InputError naming the first node that the model's shape has no place for (a position past the context, a
     layer or head it lacks, an MLP with num other than 0)."""

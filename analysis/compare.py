@@ -148,16 +148,13 @@ def file_kind(records: list[dict]) -> str | None:
 def model_of_file(path: str | Path) -> str | None:
     """The model a behaviour or maths file belongs to: its sidecar's `model`, else its file name
     (`<name>_behavior.json`, `<name>_maths.json`) when that is a model name; None when neither says."""
-    import json
 
+    from analysis.behavior import read_sidecar
     from arith.errors import InputError
-    from arith.names import ARTIFACT_SUFFIXES, parse_name, sidecar_path
+    from arith.names import ARTIFACT_SUFFIXES, parse_name
 
     path = Path(path)
-    try:
-        model = json.loads(sidecar_path(path).read_text()).get("model")
-    except (OSError, ValueError, AttributeError):
-        model = None
+    model = read_sidecar(path).get("model")
     candidates = [model] if isinstance(model, str) else []
     candidates += [
         path.name.removesuffix(ARTIFACT_SUFFIXES[k])

@@ -25,10 +25,10 @@ import torch
 
 from analysis.ablate import Means, Node
 from analysis.ablation import CHUNK, MeanRule, candidate_nodes, node_failures, position_failures, survey
-from analysis.behavior import behavior_records
+from analysis.behavior import behavior_records, read_sidecar, write_sidecar
 from arith import complexity
 from arith.errors import InputError
-from arith.files import atomic_write_json, sha256_file
+from arith.files import sha256_file
 from arith.model import ModelShape
 from arith.names import sidecar_path
 from arith.vocab import ADD, Layout, encode
@@ -455,16 +455,6 @@ def _answered(job: Job, settings: Settings) -> int:
         return 0
 
 
-def read_sidecar(behavior: str | Path) -> dict:
-    """What a behaviour file's sidecar records (mode, questions, weights_sha256, ...); {} when there is none or
-    it is unreadable (a published behaviour file has none)."""
-    try:
-        meta = json.loads(sidecar_path(behavior).read_text())
-    except (OSError, ValueError):
-        return {}
-    return meta if isinstance(meta, dict) else {}
-
-
 def mode_of(behavior: str | Path) -> str | None:
     """The ablation mode (corrected, compat) its sidecar says a behaviour file was made by; None if unknown."""
     made = read_sidecar(behavior).get("mode")
@@ -538,9 +528,7 @@ def write_outputs(
         "n_questions": int(len(job.op)),
         "useful_nodes": len(records),
     }
-    sidecar = sidecar_path(out)
-    atomic_write_json(sidecar, meta, indent=1)
-    written = [out, sidecar]
+    written = [out, write_sidecar(out, meta)]
     if pictures and records:
         from analysis.quanta import draw_all
 

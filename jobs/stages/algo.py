@@ -71,9 +71,8 @@ def job_for(
 ) -> Job:
     """The search of one model from its behaviour file (default: beside the weights). Refused (InputError) when
     the file's sidecar names other weights, a node does not fit the model, or (unless `allow_empty`) it is empty."""
-    from analysis.behavior import check_nodes_fit, load_records
+    from analysis.behavior import check_nodes_fit, load_records, read_sidecar
     from jobs.runs.rundir import RunDir
-    from jobs.stages.ablate import read_sidecar
 
     run = RunDir.beside(weights)
     path = Path(behavior or run.behavior_json)

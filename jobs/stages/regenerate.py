@@ -497,14 +497,14 @@ class Stages:
 
     # -- ablate
     def done_ablate(self, step: Step) -> bool:
-        from analysis.behavior import load_records
+        from analysis.behavior import load_records, read_sidecar
 
         run = self.opts.run(step)
         if not stamp_ok(run, "ablate"):
             return False
         try:
             load_records(run.behavior_json)
-            meta = json.loads(sidecar_path(run.behavior_json).read_text())
+            meta = read_sidecar(run.behavior_json)
         except (InputError, OSError, ValueError):
             return False
         return meta.get("weights_sha256") == sha256_file(run.weights) and meta.get("mode") == "corrected"
