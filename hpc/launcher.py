@@ -426,6 +426,12 @@ def recorded(name: str | None) -> type[SlurmBackend] | type[LocalBackend] | type
     return BACKENDS.get(name or "")
 
 
+def is_queued(name: str | None) -> bool:
+    """Whether the backend a run marker names holds its jobs in a scheduler's queue (their fate is the
+    scheduler's to tell)."""
+    return getattr(recorded(name), "queued", False)
+
+
 # ------------------------------------------------------------------------------------------------ launcher
 
 

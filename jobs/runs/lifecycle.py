@@ -25,7 +25,7 @@ from pathlib import Path
 
 from arith.files import atomic_write_json
 from hpc import scheduler
-from hpc.launcher import recorded
+from hpc.launcher import is_queued, recorded
 from jobs.runs import markers
 from jobs.runs.rundir import RunDir
 
@@ -193,7 +193,7 @@ def resolve(run_dir: str | Path, fates: Mapping[str, scheduler.Fate]) -> RunStat
         step = m.steps_done if m.steps_done is not None else step
         detail = f"at step {step} by {m.stopped_by or '--stop-after'}; run again to continue"
     elif m.state in ("submitted", "running"):
-        if getattr(recorded(m.cluster), "queued", False):
+        if is_queued(m.cluster):
             state, detail = _queued_state(m, fates, run_dir)
         else:
             state, detail = _process_state(m)
@@ -262,7 +262,7 @@ def resolve_runs(dirs: Sequence[str | Path]) -> list[RunStatus]:
     live = {}
     for d in dirs:
         m = markers.read_marker(Path(d))
-        if m is not None and getattr(recorded(m.cluster), "queued", False) and m.state in ("submitted", "running") and m.job_id:
+        if m is not None and is_queued(m.cluster) and m.state in ("submitted", "running") and m.job_id:
             pkl = scheduler.result_path_for_log(m.stdout)
             live[m.job_id] = scheduler.read_result(pkl) if pkl else None
     fates = scheduler.Watcher().look(live) if live else {}

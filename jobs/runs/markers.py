@@ -19,16 +19,14 @@ import contextlib
 import fcntl
 import json
 import os
-import platform
 import socket
-import sys
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from arith.errors import InputError
-from arith.files import atomic_write_json, sha256_file
+from arith.files import atomic_write_json
 from arith.manifest import file_entry, files_problem, listed_files, provenance
 from jobs.runs import rundir
 from jobs.runs.rundir import RunDir

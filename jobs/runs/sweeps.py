@@ -1,12 +1,13 @@
 """A sweep of training runs: the plan (one run per architecture and seed, plus the addition models ins* runs
 need), which runs to skip, the rounds of submission and retry, and the `--dry-run` rendering.
 
-`run_sweep(opts)` plans, refuses runs whose folders hold training of other settings (jobs.runs.lifecycle.recorded_settings;
-`--force` retrains them), skips runs that are done or active (jobs.runs.lifecycle), submits the rest through
-hpc.launcher, marks each run as its job ends, and resubmits failed runs up to `opts.retries` times (a run SLURM
-would never start is not resubmitted: the same request would wait again; nor is one whose loss or gradient
-stopped being finite: it would diverge again at the same step). While it waits it prints a line per run each
-time the run's progress.json (written by the job) passes another ~5% of its steps: step, loss, steps/s, ETA.
+`run_sweep(opts)` plans, refuses runs whose folders hold training of other settings
+(jobs.runs.lifecycle.recorded_settings; `--force` retrains them), skips runs that are done or active
+(jobs.runs.lifecycle), submits the rest through hpc.launcher, marks each run as its job ends, and resubmits failed
+runs up to `opts.retries` times (a run SLURM would never start is not resubmitted: the same request would wait
+again; nor is one whose loss or gradient stopped being finite: it would diverge again at the same step). While it
+waits it prints a line per run each time the run's progress.json (written by the job) passes another ~5% of its
+steps: step, loss, steps/s, ETA.
 """
 
 from __future__ import annotations
@@ -22,11 +23,10 @@ from typing import Any
 from arith.errors import InputError
 from arith.names import expand_arch
 from arith.progress import eta
-from hpc import scheduler
-from jobs.runs import markers
-from jobs.runs import lifecycle as runs
-from hpc.launcher import Handle, LaunchConfig, Launcher, Task, afterok, backend, recorded, render_sbatch, slurm_groups
+from hpc.launcher import Handle, LaunchConfig, Launcher, Task, afterok, backend, is_queued, render_sbatch, slurm_groups
 from hpc.profile import check_keys, read_toml
+from jobs.runs import lifecycle as runs
+from jobs.runs import markers
 from jobs.runs.rundir import RunDir
 from jobs.runs.training import RunSpec, TrainTask
 
@@ -171,7 +171,7 @@ def _tasks(todo: list[PlannedRun], skipped: dict[str, str]) -> list[Task]:
             elif skipped.get(ins, "").startswith("active"):
                 m = markers.read_marker(Path(p.spec.runs_dir) / ins)
                 after = (ins,)
-                if m is not None and getattr(recorded(m.cluster), "queued", False) and m.job_id:
+                if m is not None and is_queued(m.cluster) and m.job_id:
                     after_jobs = (m.job_id,)
         tasks.append(Task(p.spec.name, TrainTask(p.spec), after, after_jobs))
     return tasks

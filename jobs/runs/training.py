@@ -30,8 +30,8 @@ import submitit
 
 from arith.train import tunable_fields
 from hpc.launcher import backend
-from jobs.runs import markers
 from jobs.runs import lifecycle as runs
+from jobs.runs import markers
 from jobs.runs.rundir import RunDir
 
 # TrainConfig fields a sweep may override (the name carries op, digits, layers, heads, steps and seed)
