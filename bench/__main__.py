@@ -9,6 +9,7 @@ MODULES = (
     "bench.bench_sweep",
     "bench.bench_ablate",
     "bench.bench_algo",
+    "bench.bench_study",
     "bench.bench_precision",
     "bench.bench_gpu",
     "bench.bench_shapes",
