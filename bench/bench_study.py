@@ -55,7 +55,7 @@ def _plain_flip(model, tok, ctok_cache, node, a, base) -> np.ndarray:
 
 
 @torch.inference_mode()
-def bench_patching(model, pairs: int = 64, k: int = 2, rounds: int = 2, plain_sample: int = 120) -> None:
+def bench_patching(model, pairs: int = 64, k: int = 2, rounds: int = 2, plain_sample: int = 60) -> None:
     x, y, op, _ = _questions(model, pairs // 2)
     clean_q, corrupt_q = iv.matched_pairs(x, y, op, iv.Change("x", k), seed=0)
     nodes = iv.node_universe(SHAPE)
@@ -167,14 +167,14 @@ def bench_whole_sufficiency(model, questions: int = 32, seeds: int = 3, n_random
         questions=len(x),
         seeds=seeds,
         random_sets=n_random,
-        note="means, 4 figures + random sets + 7 restoration groups, twin means + 4 figures, per seed (mean)",
+        note="total over seeds: means once; per seed 4 figures + random sets + 7 restoration groups, twin means + 4",
         **CTX,
         **machine(),
     )
 
 
 @torch.inference_mode()
-def bench_whole_patching(model, pairs: int = 64, k: int = 2) -> None:
+def bench_whole_patching(model, pairs: int = 48, k: int = 2) -> None:
     x, y, op, _ = _questions(model, pairs // 2, seed=1)
     nodes = iv.node_universe(SHAPE)
     t0 = time.perf_counter()
