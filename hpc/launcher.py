@@ -110,6 +110,7 @@ class Handle:
     submitted_at: float | None = None
     finished: bool = False
     end: str | None = None
+    never_started: bool = False  # the scheduler would never start it (cancelled): the same request never would
 
     @property
     def result_path(self) -> Path | None:
@@ -280,6 +281,7 @@ class SlurmBackend:
             elif fate.never_starts:  # it would wait forever: cancel it and say why
                 scheduler.cancel(h.job_id)
                 h.end = f"slurm will never start job {h.job_id} ({fate.reason}); cancelled it"
+                h.never_started = True
             elif fate.phase == "lost":  # a short grace for the result file or the accounting record
                 if now - self._lost_since.setdefault(h.job_id, now) <= LOST_GRACE_S:
                     continue

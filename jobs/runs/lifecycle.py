@@ -79,7 +79,11 @@ def finish_run(run_dir: str | Path, result, cfg, **meta) -> None:
 
 
 def fail_run(run_dir: str | Path, reason: BaseException | str) -> None:
-    markers.mark_failed(run_dir, reason if isinstance(reason, str) else error_line(reason))
+    """Mark the run failed; a diverged run (arith.train.Diverged) is marked not worth retrying."""
+    from arith.train import Diverged
+
+    text = reason if isinstance(reason, str) else error_line(reason)
+    markers.mark_failed(run_dir, text, retryable=not isinstance(reason, Diverged))
 
 
 def clear_for_retrain(run_dir: str | Path) -> None:

@@ -56,6 +56,7 @@ class Marker:
     steps_done: int | None = None
     final_loss: float | None = None
     stopped_by: str | None = None  # what stopped a `stopped` run: --stop-after, SIGINT, SIGTERM
+    retryable: bool = True  # False: the same request would fail again (SLURM never starts it, it diverged)
     events: tuple[tuple[float, str, str | None], ...] = field(default=())
 
     @classmethod
@@ -252,8 +253,10 @@ def mark_stopped(
     )
 
 
-def mark_failed(run_dir: str | Path, error: str) -> Marker:
-    return update_marker(run_dir, state="failed", finished_at=time.time(), error=error[:2000])
+def mark_failed(run_dir: str | Path, error: str, retryable: bool = True) -> Marker:
+    """The run failed with `error`; `retryable` False when the same request would fail again (a sweep does not
+    resubmit it)."""
+    return update_marker(run_dir, state="failed", finished_at=time.time(), error=error[:2000], retryable=retryable)
 
 
 def clear_run(run_dir: str | Path) -> None:

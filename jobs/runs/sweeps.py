@@ -30,8 +30,6 @@ from jobs.runs import markers
 from jobs.runs.rundir import RunDir
 from jobs.runs.training import RunSpec, TrainTask
 
-NEVER_STARTS_PREFIX = "slurm will never start"
-DIVERGED_PREFIX = "Diverged:"  # the marker's error of a run whose loss or gradient stopped being finite
 PROGRESS_PARTS = 20  # a progress line per run each time it passes another 1/20 of its steps
 SWEEP_FILE_KEYS = (
     "seeds",
@@ -265,7 +263,7 @@ def _on_end(opts: SweepOptions, h: Handle) -> None:
         or "job ended without marking the run done"
     )
     if m is None or m.state != "failed":
-        markers.mark_failed(run_dir, reason)
+        markers.mark_failed(run_dir, reason, retryable=not h.never_started)
     log = f" (log {h.stdout})" if h.stdout else ""
     print(f"failed {h.key}: {reason}{log}", flush=True)
 
@@ -274,7 +272,7 @@ def _not_retried(p: PlannedRun) -> bool:
     """A failed run the same request would fail again: SLURM will never start it, or it diverged (the same
     steps give the same non-finite loss)."""
     m = markers.read_marker(p.spec.run_dir)
-    return m is not None and m.state == "failed" and (m.error or "").startswith((NEVER_STARTS_PREFIX, DIVERGED_PREFIX))
+    return m is not None and m.state == "failed" and not m.retryable
 
 
 class _ProgressLines:

@@ -126,7 +126,7 @@ class TrainTask(submitit.helpers.Checkpointable):
         except Exception as exc:
             error = runs.error_line(exc)
             if rank == 0:
-                runs.fail_run(spec.run_dir, error)
+                runs.fail_run(spec.run_dir, exc)
             _log(f"{spec.name}: failed: {error}")
             if cluster is not None and backend(cluster).in_process:
                 traceback.print_exc(file=sys.stderr)
