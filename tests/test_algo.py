@@ -13,6 +13,7 @@ import torch
 from analysis import algo
 from analysis import algo_tasks as at
 from analysis.ablate import Node
+from analysis.impact import intervention_impact
 from arith.model import ModelShape, Transformer
 from arith.vocab import ADD, SUB, Layout
 from tests.conftest import DEMO_NAME, varith, worker_killed_when
@@ -216,12 +217,12 @@ def test_pass_rules_and_impact_strings():
     oc = algo.outcomes(pred, tests, np.array([0, 1, 0, 1]), ADD, n)
     assert oc.ok.tolist() == [True, True, True, False]
     assert oc.impact_ok.tolist() == [True, True, True, False]
-    assert algo.impact_string(oc.changed[3], layout, pure_add=False) == "A62"
+    assert intervention_impact(oc.changed[3], layout, pure_add=False) == "A62"
     sign = np.zeros(n + 2, bool)
     sign[0] = True
-    assert algo.impact_string(sign, layout, pure_add=False) == "A7"
-    assert algo.impact_string(sign | oc.changed[3], layout, pure_add=True) == "A62+"
-    assert algo.impact_string(np.zeros(n + 2, bool), layout, pure_add=False) == "(none)"
+    assert intervention_impact(sign, layout, pure_add=False) == "A7"
+    assert intervention_impact(sign | oc.changed[3], layout, pure_add=True) == "A62+"
+    assert intervention_impact(np.zeros(n + 2, bool), layout, pure_add=False) == "(none)"
 
 
 # ------------------------------------------------------------------------------------------------ on a trained model

@@ -19,7 +19,6 @@ import pytest
 import torch
 
 from analysis import algo_tasks
-from analysis.algo import impact_string
 from analysis.behavior import impact_tags
 from analysis.impact import format_minor, impact_tag, intervention_impact, names_digit, parse_impact
 from analysis.quanta import cell, draw, scale
@@ -197,6 +196,14 @@ def test_impact_tags_are_the_references_up_to_8_digits():
         rows = np.array(list(itertools.product((False, True), repeat=n + 2)))
         for pure in (False, True):
             assert impact_tags(rows, layout, pure) == impact_tags(rows, layout, pure, compat=True)
+
+
+def impact_string(changed: np.ndarray, layout: Layout, pure_add: bool) -> str:
+    """The reference's get_answer_impact, plainly (the oracle): the changed answer positions' meanings, "A"
+    dropped, characters sorted descending, "A" in front; `(none)` when nothing changed."""
+    names = layout.position_meanings(pure_add)[layout.answer_start :]
+    joined = "".join(nm for nm, hit in zip(names, changed, strict=True) if hit).replace("A", "")
+    return "A" + "".join(sorted(joined, reverse=True)) if joined else "(none)"
 
 
 def test_intervention_impacts_both_ways():
