@@ -342,6 +342,21 @@ def test_slurm_cpu_profile_one_thread_per_worker_process(tmp_path):
         lifetimes(3, prof)
 
 
+def test_what_a_profile_leaves_unset_comes_from_the_sites_dask_config(tmp_path):
+    """A site's jobqueue.yaml (dask.config) sets the worker jobs' name and death timeout unless the profile does,
+    as dask-jobqueue's own classes do."""
+    import dask
+
+    slurm = 'partition = "cpu"\ntime = 30\nmem = "8G"\ncpus_per_task = 2\ngpus_per_node = 0'
+    site = {"jobqueue.slurm.name": "site-workers", "jobqueue.slurm.death-timeout": 123}
+    with dask.config.set(site):
+        script = job_script(ClusterSpec(kind="slurm", profile=str(_profile(tmp_path, slurm))))
+        assert "#SBATCH -J site-workers" in script and "--death-timeout 123" in script, script
+        named = _profile(tmp_path, slurm, 'job_name = "mine"\ndeath_timeout = 7')
+        script = job_script(ClusterSpec(kind="slurm", profile=str(named)))
+        assert "#SBATCH -J mine" in script and "--death-timeout 7" in script, script
+
+
 @pytest.mark.slurm
 def test_real_slurm_cluster(tiny, tmp_path):
     """dask-jobqueue workers as jobs on the local single-node SLURM (tools/slurm_local.sh)."""

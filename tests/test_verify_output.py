@@ -114,3 +114,20 @@ def test_verify_warns_about_an_operation_the_model_was_never_trained_on(work):
     # the operations it was trained on (the default, or named): no warning
     assert varith(*args, cwd=work).stderr == ""
     assert varith(*args, "--ops", "add", cwd=work).stderr == ""
+
+
+def test_cluster_none_runs_the_same_blocks_into_the_same_store_and_a_rerun_reuses_them(work):
+    """One meaning of `--cluster none` for every stage: no Dask, the blocks in this process, into the store (a
+    rerun, or a run on any cluster, reuses them); the report equals a Dask run's."""
+    args = ("verify", WEIGHTS, "--questions", "3000", "--block-size", "1000", "--no-progress")
+    first = varith(*args, "--cluster", "none", "--out", "a.json", cwd=work)
+    assert first.returncode == 0, first.stderr
+    assert "random: 3 blocks (0 already done)" in first.stdout and (work / "m" / f"{DEMO_NAME}.zarr").is_dir()
+    again = varith(*args, "--workers", "1", "--out", "b.json", cwd=work)  # a local Dask cluster this time
+    assert again.returncode == 0, again.stderr
+    assert "random: 3 blocks (3 already done)" in again.stdout
+    a, b = (json.loads((work / f).read_text())["random"] for f in ("a.json", "b.json"))
+    assert {k: v for k, v in a.items() if k != "scoring"} == {k: v for k, v in b.items() if k != "scoring"}
+    # --dry-run says where the blocks would run, and starts and writes nothing
+    dry = varith(*args, "--cluster", "none", "--dry-run", "--out", "c.json", cwd=work)
+    assert dry.returncode == 0 and "blocks run in this process" in dry.stdout and not (work / "c.json").exists()
