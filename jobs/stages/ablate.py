@@ -33,10 +33,10 @@ from arith.model import ModelShape
 from arith.names import sidecar_path
 from arith.vocab import ADD, Layout, encode
 from hpc.blocks import run_checked
-from hpc.cluster import ClusterHandle, ClusterSpec
+from hpc.cluster import ClusterSpec
 from hpc.store import consolidate, group_lock, open_checked, prepare_group
 from jobs.stages import ablate_store as st
-from jobs.stages.template import StageSettings, run_stage, worker_model
+from jobs.stages.template import FunctionStage, StageSettings, run_stage, worker_model
 
 
 @dataclass(frozen=True)
@@ -584,7 +584,7 @@ def _lh(shape: ModelShape) -> tuple[int, int]:
     return shape.n_layers, shape.n_heads
 
 
-class AblateStage:
+class AblateStage(FunctionStage):
     """The ablation as a stage of the template (jobs.stages.template): survey, positions and nodes blocks into
     `ablate/<mode>/` of the store, reduced to the behaviour records."""
 
@@ -592,17 +592,8 @@ class AblateStage:
     work = (SurveyWork, PositionWork, NodeWork)
     MAX_TASKS = 64  # sizes a SLURM cluster: the node stage's blocks rarely exceed it
 
-    def __init__(self, settings: Settings):
-        self.settings = settings
-
-    def tasks(self, job: Job) -> int:
-        return self.MAX_TASKS
-
-    def run(self, job: Job, cluster: ClusterHandle) -> list[dict]:
-        return analyse(cluster.client, job, self.settings, cluster.task_resources)
-
-    def reduce(self, job: Job) -> list[dict]:
-        return reduce_store(job, self.settings)
+    analyse = staticmethod(analyse)
+    reduce_store = staticmethod(reduce_store)
 
 
 def run_many(jobs: list[Job], settings: Settings, spec: ClusterSpec) -> list[tuple[Job, list[dict]]]:

@@ -24,11 +24,11 @@ from analysis.ablate import Node
 from arith.errors import InputError
 from arith.files import atomic_write_bytes, sha256_file
 from hpc.blocks import run_checked
-from hpc.cluster import ClusterHandle, ClusterSpec
+from hpc.cluster import ClusterSpec
 from hpc.store import StoreDamage, consolidate, group_lock, open_checked, prepare_group, stored_attributes
 from jobs.stages import algo_store as st
 from jobs.stages.ablate import Model
-from jobs.stages.template import StageSettings, run_stage, worker_model
+from jobs.stages.template import FunctionStage, StageSettings, run_stage, worker_model
 
 
 @dataclass(frozen=True)
@@ -269,7 +269,7 @@ def write_outputs(job: Job, records: list[dict], pictures: bool = True) -> Path:
     return out
 
 
-class AlgoStage:
+class AlgoStage(FunctionStage):
     """The algorithm search as a stage of the template (jobs.stages.template): trial blocks into `algo/<mode>` of
     the store, reduced to the maths records."""
 
@@ -277,17 +277,8 @@ class AlgoStage:
     work = (AlgoWork,)
     MAX_TASKS = 16  # sizes a SLURM cluster
 
-    def __init__(self, settings: Settings):
-        self.settings = settings
-
-    def tasks(self, job: Job) -> int:
-        return self.MAX_TASKS
-
-    def run(self, job: Job, cluster: ClusterHandle) -> list[dict]:
-        return analyse(cluster.client, job, self.settings, cluster.task_resources)
-
-    def reduce(self, job: Job) -> list[dict]:
-        return reduce_store(job, self.settings)
+    analyse = staticmethod(analyse)
+    reduce_store = staticmethod(reduce_store)
 
 
 def run(job: Job, settings: Settings, spec: ClusterSpec) -> list[dict]:

@@ -15,7 +15,7 @@ a block task scores, loaded once per worker process.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Generic, Protocol, TypeVar
@@ -53,6 +53,30 @@ class Stage(Protocol, Generic[J, R]):
     def run(self, job: J, cluster: ClusterHandle) -> R: ...
 
     def reduce(self, job: J) -> R: ...
+
+
+class FunctionStage:
+    """A stage made of two module functions: `analyse(client, job, settings, resources)` (prepare, run the
+    pending blocks on `client` or here, reduce) and `reduce_store(job, settings)`; subclasses set them (as
+    staticmethods), `name`, `work` and `MAX_TASKS` (the block tasks a SLURM cluster is sized for)."""
+
+    name: ClassVar[str]
+    work: ClassVar[tuple[type, ...]]
+    MAX_TASKS: ClassVar[int]
+    analyse: ClassVar[Callable]
+    reduce_store: ClassVar[Callable]
+
+    def __init__(self, settings: StageSettings):
+        self.settings = settings
+
+    def tasks(self, job) -> int:
+        return self.MAX_TASKS
+
+    def run(self, job, cluster: ClusterHandle):
+        return self.analyse(cluster.client, job, self.settings, cluster.task_resources)
+
+    def reduce(self, job):
+        return self.reduce_store(job, self.settings)
 
 
 def preload(stage: Stage | type) -> tuple[str, ...]:
