@@ -34,6 +34,7 @@ COMMANDS: dict[str, str] = {
     "fetch": "jobs.fetch",
     "compare": "jobs.compare",
     "zoo": "jobs.zoo",
+    "study": "jobs.study",
 }
 
 
