@@ -74,7 +74,6 @@ import numpy as np
 
 from arith.errors import InputError
 
-STAGE_GROUPS = ("verify", "ablate", "algo")  # the top-level groups a varith store may hold
 _META_KEYS = ("shape", "data_type", "chunk_grid", "chunk_key_encoding", "fill_value", "codecs")
 ArraySpecs = dict[str, tuple[tuple[int, ...], str]]  # name -> (shape, dtype); the first axis is the block
 
@@ -457,11 +456,17 @@ def _open_lock(file: Path, location: str) -> int:
 
 
 def _owned(root: Path) -> bool:
-    """Whether the folder holds nothing but what a varith store has (so --fresh may rewrite its root)."""
+    """Whether the folder holds nothing but what a store of ours has: its `zarr.json` and stage groups (folders,
+    not links, with Zarr metadata in them), so --fresh may rewrite its root."""
     try:
-        return set(os.listdir(root)) <= {"zarr.json", *STAGE_GROUPS}
+        names = os.listdir(root)
     except OSError:
         return False
+
+    def group_folder(path: Path) -> bool:
+        return path.is_dir() and not path.is_symlink() and next(path.rglob("zarr.json"), None) is not None
+
+    return all(n == "zarr.json" or group_folder(root / n) for n in names)
 
 
 def _remove_tree(path: Path, root: Path) -> None:
