@@ -326,6 +326,9 @@ class Row:
     final_loss: float | None
     stages: tuple[str, ...]
     sources: tuple[str, ...] = ()
+    # per class, the share of the baseline accuracy the behaviour file's circuit recovers (`varith study
+    # sufficiency`'s `<name>_sufficiency.json`, where one was run): ((class, completeness), ...)
+    completeness: tuple[tuple[str, float | None], ...] = ()
 
     def result(self, name: str) -> ClassResult | None:
         return next((c for c in self.classes if c.name == name), None)
@@ -388,7 +391,27 @@ def row_of(group: Sequence[ModelFiles]) -> Row:
     if any(mf.hub for mf in group):
         stages.append("hub")
     sources = tuple(dict.fromkeys(str(mf.folder) for mf in group))
-    return Row(model, suite, classes, heads, mlps, algo, loss, tuple(stages), sources)
+    complete = next((c for mf in group if (c := study_completeness(mf.folder / f"{model}{SUFFICIENCY}"))), ())
+    return Row(model, suite, classes, heads, mlps, algo, loss, tuple(stages), sources, complete)
+
+
+SUFFICIENCY = "_sufficiency.json"  # what `varith study sufficiency` writes beside the weights
+
+
+def study_completeness(path: Path) -> tuple[tuple[str, float | None], ...]:
+    """The completeness per class of a sufficiency study's JSON (() when there is none; one InputError line when
+    it is unreadable)."""
+    import json
+
+    if not path.is_file():
+        return ()
+    try:
+        per_class = json.loads(path.read_text())["completeness"]
+        return tuple(
+            (str(c), None if v.get("completeness") is None else float(v["completeness"])) for c, v in per_class.items()
+        )
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        raise InputError(f"{path}: not a sufficiency study (no readable completeness per class)") from None
 
 
 def zoo_rows(folders: Iterable[str | Path]) -> list[Row]:
@@ -422,6 +445,8 @@ def table(rows: Sequence[Row]) -> tuple[list[str], list[list[str]]]:
     for c in classes:
         header += [f"{c} tested", f"{c} failed", f"{c} failures per million", f"{c} 95% bound per million"]
     header += ["useful heads", "useful MLPs", "Algo nodes", "final loss"]
+    studied = sorted({c for r in rows for c, _v in r.completeness})
+    header += [f"{c} completeness" for c in studied]
     cells = []
     for r in rows:
         line = [r.model, " ".join(r.stages), r.suite or ""]
@@ -438,6 +463,7 @@ def table(rows: Sequence[Row]) -> tuple[list[str], list[list[str]]]:
             _num(r.algo_nodes, "d"),
             _num(r.final_loss, ".6g"),
         ]
+        line += [_num(dict(r.completeness).get(c), ".3f") for c in studied]
         cells.append(line)
     return header, cells
 

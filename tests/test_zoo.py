@@ -122,3 +122,21 @@ def test_bad_input_is_one_line(tmp_path, tiny_out):
         _, per_model = both_layouts(tiny_out, tmp_path / name)
         (per_model / name).write_text(text)
         assert_one_line_error(varith("zoo", str(per_model), cwd=tmp_path), name, words)
+
+
+def test_a_sufficiency_study_beside_the_weights_adds_its_completeness_per_class(tmp_path):
+    """`varith study sufficiency` writes `<name>_sufficiency.json` beside the weights: the zoo table shows the
+    share of the baseline accuracy the circuit recovers, per class; a damaged one is one error line."""
+    folder = tmp_path / "runs" / MIX
+    write_flat_model(folder, MIX, {"ADD": {"tested": 100, "failed": 0}, "SUB": {"tested": 100, "failed": 1}})
+    (row,) = zoo.zoo_rows([folder])
+    assert row.completeness == ()
+    study = {"completeness": {"ADD": {"completeness": 0.75, "normalised": 0.7}, "SUB": {"completeness": None}}}
+    (folder / f"{MIX}_sufficiency.json").write_text(json.dumps(study))
+    (row,) = zoo.zoo_rows([folder])
+    assert row.completeness == (("ADD", 0.75), ("SUB", None))
+    header, (cells,) = zoo.table([row])
+    assert cells[header.index("ADD completeness")] == "0.750" and cells[header.index("SUB completeness")] == ""
+    (folder / f"{MIX}_sufficiency.json").write_text("{")
+    proc = varith("zoo", str(folder), "--out", str(tmp_path / "t"), cwd=tmp_path)
+    assert_one_line_error(proc, f"{MIX}_sufficiency.json", "not a sufficiency study")
