@@ -276,8 +276,9 @@ def test_verify_records_the_chosen_precision_and_why(demo_model, tmp_path, monke
         monkeypatch.setenv("VARITH_NATIVE_BF16", env)
         out = tmp_path / f"{env}.json"
         proc = varith(
-            "verify", str(demo_model), "--exhaustive", "--cluster", "none", "--no-progress", "--out", str(out)
-        )
+            "verify", str(demo_model), "--exhaustive", "--cluster", "none", "--no-progress", "--out", str(out),
+            "--store", str(tmp_path / f"{env}.zarr"),  # its own store: the blocks are scored by this run
+        )  # fmt: skip
         assert proc.returncode == 0, proc.stderr
         scoring = json.loads(out.read_text())["exhaustive"]["scoring"]
         assert scoring["precision"] == "fp32" and scoring["requested"] == "auto" and words in scoring["reason"]

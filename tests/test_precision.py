@@ -159,7 +159,7 @@ def test_cli_precisions_write_the_same_report(demo_model, tmp_path):
         out = tmp_path / f"{precision}.json"
         proc = varith(
             "verify", str(demo_model), "--exhaustive", "--precision", precision, "--cluster", "none",
-            "--no-progress", "--out", str(out),
+            "--no-progress", "--out", str(out), "--store", str(tmp_path / f"{precision}.zarr"),
         )  # fmt: skip
         assert proc.returncode == 0, proc.stderr
         report = json.loads(out.read_text())["exhaustive"]

@@ -472,7 +472,7 @@ def test_markers_and_manifest(tmp_path):
     markers.record_artifacts(run, [run / f"{run.name}.pth", run / f"{run.name}_train.json"], seed=1)
     assert markers.artifacts_ok(run)
     (run / f"{run.name}_train.json").write_text("{ }")
-    assert markers.artifacts_problem(run) == f"{run.name}_train.json has changed size"
+    assert markers.artifacts_problem(run) == f"{run.name}_train.json does not match its sha256"
     (run / f"{run.name}_train.json").unlink()
     assert markers.artifacts_problem(run) == f"{run.name}_train.json is missing"
     assert json.loads((run / "manifest.json").read_text())["seed"] == 1

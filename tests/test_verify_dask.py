@@ -217,7 +217,7 @@ def test_driver_interrupted_from_the_command_line_then_rerun(mixed, tmp_path):
     ]
     cmd = [sys.executable, "-m", "jobs", "verify", *common, "--workers", "1", "--out", str(out_a)]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    done = store / "verify" / "random" / "done" / "c"
+    done = store / "verify" / "random-add" / "done" / "c"  # addition only, of a mixed model: its own group
     deadline = time.time() + 90
     while time.time() < deadline and proc.poll() is None and not (done.is_dir() and len(os.listdir(done)) >= 2):
         time.sleep(0.05)
